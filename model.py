@@ -1,0 +1,361 @@
+"""
+A GPT-2 language model that attends through a visibility spec.
+
+The model knows nothing about thinking-token modes. A mode (see modes.py) turns text into a
+token layout and hands the model, besides token ids:
+  pos      (L,)    position of each slot (slots may share a position)
+  slot     (L,)    index into the slot embeddings (0 = none), for reasoning slots
+  vis      Visibility: who may attend to whom, and where attention must not pass gradient
+  predict  (P,)    the slots the LM head runs on (None = every slot)
+With all of them left at None this is exactly GPT-2 with SDPA's `is_causal` fast path.
+
+Parameter names follow the GPT-2 checkpoints (transformer.wte, transformer.h.N.attn.c_attn, ...).
+"""
+
+import math
+import inspect
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    n_positions: int = 1024  # rows of the position table: layout slots, not text tokens
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for speed
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # bias in Linears and LayerNorms, like GPT-2; False is a bit better and faster
+    n_slot_embd: int = 0  # learned per-slot-index embeddings (reasoning slots 1..n); 0 = none
+
+
+def pad_vocab(n, multiple=64):
+    return ((n + multiple - 1) // multiple) * multiple
+
+
+class Visibility:
+    """
+    Attention rules for a layout of Lq queries over Lk keys (queries are the last Lq slots).
+    allow:   (Lq, Lk) bool, True where the query may attend the key (causality included).
+    no_grad: (Lq, Lk) bool subset of allow, or None: the query attends the key in the forward
+             pass but sends no gradient into that key's k and v (the stop-gradient variant).
+    Built once per layout and cached by whoever builds it (modes.py); the model derives the
+    FlexAttention block masks from it lazily and keeps them here, so they are built once too.
+    """
+
+    def __init__(self, allow, no_grad=None):
+        self.allow = allow
+        self.no_grad = no_grad if (no_grad is not None and bool(no_grad.any())) else None
+        # Stop-gradient by key duplication: keys/values are concatenated with detached copies
+        # (B, nh, 2*Lk, hs) and every (query, key) pair is routed to exactly one copy, so the
+        # softmax is unchanged while the detached half carries no gradient to k and v.
+        if self.no_grad is not None:
+            self.allow_grad = torch.cat([allow & ~self.no_grad, self.no_grad], dim=1)  # (Lq, 2Lk)
+        self._device_masks = {}
+
+    def mask(self, device, with_grad):
+        """The dense bool mask for SDPA on `device`: (Lq, 2Lk) when gradients must be routed."""
+        key = ('dense', device, with_grad)
+        if key not in self._device_masks:
+            m = self.allow_grad if with_grad else self.allow
+            self._device_masks[key] = m.to(device)
+        return self._device_masks[key]
+
+    def block_mask(self, device, with_grad):
+        """The same rules as a FlexAttention BlockMask, built once per device."""
+        key = ('flex', device, with_grad)
+        if key not in self._device_masks:
+            from torch.nn.attention.flex_attention import create_block_mask
+            dense = self.mask(device, with_grad)
+
+            def mask_mod(b, h, q_idx, kv_idx):
+                return dense[q_idx, kv_idx]
+            Lq, Lk = dense.shape
+            self._device_masks[key] = create_block_mask(mask_mod, None, None, Lq, Lk, device=device)
+        return self._device_masks[key]
+
+
+_compiled_flex_attention = None
+
+
+def flex_attention(q, k, v, block_mask):
+    # FlexAttention only runs fast (and on CPU, only runs) when compiled; compile it once.
+    global _compiled_flex_attention
+    if _compiled_flex_attention is None:
+        from torch.nn.attention.flex_attention import flex_attention as fa
+        _compiled_flex_attention = torch.compile(fa, dynamic=False)
+    return _compiled_flex_attention(q, k, v, block_mask=block_mask)
+
+
+class KVCache:
+    """Keys and values of every layer for the slots seen so far, preallocated up to max_len."""
+
+    def __init__(self, config, batch_size, max_len, device, dtype):
+        hs = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, max_len, hs)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # slots already stored; advanced by GPT.forward after all layers ran
+
+    def update(self, layer, k, v):
+        """Store this call's k, v (B, nh, T, hs); return all keys/values so far (B, nh, length+T, hs)."""
+        start, end = self.length, self.length + k.size(2)
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
+
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.layer_idx = layer_idx
+        self.use_flex = False  # set by GPT.set_attention_backend
+
+    def forward(self, x, vis=None, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past+T, hs)
+        dropout_p = self.attn_dropout if self.training else 0.0
+
+        if vis is None:
+            if past == 0 or T == 1:
+                # causal over this call's slots; a single new query may see every cached key
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=(past == 0))
+            else:  # several new queries after a cache: causal, aligned to the bottom right
+                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        else:
+            with_grad = vis.no_grad is not None and torch.is_grad_enabled()
+            if with_grad:  # route gradient-free pairs to detached copies (see Visibility)
+                k = torch.cat([k, k.detach()], dim=2)  # (B, nh, 2L, hs)
+                v = torch.cat([v, v.detach()], dim=2)  # (B, nh, 2L, hs)
+            if self.use_flex and dropout_p == 0.0 and cache is None:
+                y = flex_attention(q, k, v, vis.block_mask(x.device, with_grad))
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=vis.mask(x.device, with_grad),
+                                                   dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, vis=None, cache=None):
+        x = x + self.attn(self.ln_1(x), vis, cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size is not None
+        assert config.n_positions is not None
+        self.config = config
+        modules = dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.n_positions, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        )
+        if config.n_slot_embd > 0:
+            # row 0 (text slots) stays zero and untrained, so a text slot is embedded as in GPT-2
+            modules['wse'] = nn.Embedding(config.n_slot_embd + 1, config.n_embd, padding_idx=0)
+        self.transformer = nn.ModuleDict(modules)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # weight tying (https://paperswithcode.com/method/weight-tying)
+        self.transformer.wte.weight = self.lm_head.weight
+
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer)
+        for pn, p in self.named_parameters():
+            if pn.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.n_slot_embd > 0:
+            with torch.no_grad():
+                self.transformer.wse.weight[0].zero_()
+
+    def get_num_params(self, non_embedding=True):
+        """Parameter count; the position table is left out by default (tied wte is counted once)."""
+        n_params = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n_params -= self.transformer.wpe.weight.numel()
+        return n_params
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def set_attention_backend(self, use_flex):
+        """FlexAttention for masked layouts (CUDA, or CPU under compile) instead of dense-mask SDPA."""
+        for block in self.transformer.h:
+            block.attn.use_flex = use_flex
+
+    def forward(self, idx, targets=None, pos=None, slot=None, vis=None, predict=None, cache=None):
+        """
+        idx: (B, L) token ids. targets: (B, P) next-token ids for the predicted slots, -1 = no loss.
+        Returns (logits (B, P, V), loss); without targets only the last slot's logits (B, 1, V).
+        """
+        device = idx.device
+        b, t = idx.size()
+        start = cache.length if cache is not None else 0
+        if pos is None:
+            pos = torch.arange(start, start + t, dtype=torch.long, device=device)  # (L,)
+        if int(pos.max()) >= self.config.n_positions:
+            raise ValueError(f"position {int(pos.max())} is beyond the model's {self.config.n_positions} positions")
+
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, L, C)
+        if slot is not None and self.config.n_slot_embd > 0:
+            x = x + self.transformer.wse(slot)  # (L, C) broadcast over the batch
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, vis, cache)
+        if cache is not None:
+            cache.length += t
+        x = self.transformer.ln_f(x)
+
+        if targets is not None:
+            if predict is not None:
+                x = x[:, predict]  # (B, P, C): the LM head runs only where something is predicted
+            logits = self.lm_head(x)  # (B, P, V)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        else:
+            # inference: the caller names the slot to read (default: the last one)
+            x = x[:, [-1]] if predict is None else x[:, predict]
+            logits = self.lm_head(x)  # (B, P, V)
+            loss = None
+        return logits, loss
+
+    @classmethod
+    def from_pretrained(cls, model_type, override_args=None):
+        """
+        GPT-2 weights from Hugging Face: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a local
+        directory holding a saved GPT2LMHeadModel. The vocab is padded to a multiple of 64 so the
+        special thinking tokens have ids; padded rows are initialised like the rest of wte.
+        """
+        try:
+            from transformers import GPT2LMHeadModel
+        except ImportError:
+            raise SystemExit("error: from_pretrained needs the optional package transformers: pip install transformers")
+        override_args = override_args or {}
+        assert set(override_args) <= {'dropout'}, "only dropout can be overridden"
+        model_hf = GPT2LMHeadModel.from_pretrained(model_type)
+        hf = model_hf.config
+        config = GPTConfig(n_positions=hf.n_positions, vocab_size=pad_vocab(hf.vocab_size),
+                           n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, bias=True,
+                           dropout=override_args.get('dropout', 0.0))
+        model = GPT(config)
+        sd = model.state_dict()
+        sd_hf = model_hf.state_dict()
+        # HF uses Conv1D modules, whose weights are the transpose of our Linear weights
+        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+        keys = [k for k in sd_hf if not k.endswith(('.attn.masked_bias', '.attn.bias'))]
+        with torch.no_grad():
+            for k in keys:
+                if k.endswith(transposed):
+                    assert sd_hf[k].shape[::-1] == sd[k].shape, k
+                    sd[k].copy_(sd_hf[k].t())
+                elif k in ('transformer.wte.weight', 'lm_head.weight'):
+                    sd[k][:hf.vocab_size].copy_(sd_hf[k])  # tied; padded rows keep their init
+                else:
+                    assert sd_hf[k].shape == sd[k].shape, k
+                    sd[k].copy_(sd_hf[k])
+        return model
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        # weight decay on 2-D tensors (matmul weights, embeddings), none on biases and LayerNorms
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{'params': decay, 'weight_decay': weight_decay},
+                  {'params': no_decay, 'weight_decay': 0.0}]
+        use_fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        extra = dict(fused=True) if use_fused else dict()
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+
+    def flops_per_layout(self, attended_pairs, n_slots, n_predicted):
+        """
+        Training FLOPs (forward + backward) for one sequence whose layout has n_slots slots,
+        attended_pairs visible (query, key) pairs and n_predicted slots through the LM head.
+        Counts only the matmul work the layout needs: 6 FLOPs per weight per slot for the blocks,
+        6 per LM-head weight per predicted slot, and 2*2*hs per visible pair per head for QK^T and
+        AV (x3 for backward). Masked pairs are not counted, so MFU cannot exceed 100% by overcounting.
+        """
+        cfg = self.config
+        block_params = sum(p.numel() for p in self.transformer.h.parameters())
+        head_params = self.lm_head.weight.numel()
+        attn = 3 * 4 * cfg.n_embd * attended_pairs * cfg.n_layer  # n_head * hs == n_embd
+        return 6 * block_params * n_slots + 6 * head_params * n_predicted + attn
+
+
+# Peak dense bf16 tensor-core FLOP/s of the GPUs we know; anything else uses the config's peak_flops.
+KNOWN_PEAK_FLOPS = {'A100': 312e12, 'H100': 989e12, 'H200': 989e12}
+
+
+def peak_flops_for(device, configured=0.0):
+    """Peak FLOP/s for MFU: the configured value if given, else a known GPU's, else 0 (unknown)."""
+    if configured:
+        return configured
+    if device.startswith('cuda') and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(device)
+        for key, flops in KNOWN_PEAK_FLOPS.items():
+            if key in name:
+                return flops
+    return 0.0

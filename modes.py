@@ -1,0 +1,329 @@
+"""
+Every thinking-token mode's token layout, in one place.
+
+A mode turns a chunk of text tokens x_0 .. x_T (block_size = T inputs plus the last target) into a
+layout of L >= T slots: each text token's slot is followed by zero or more extra slots (a <pause>,
+a <reflect>, or N reasoning slots), the step of text token t being its slot plus its extras.
+Everything the model needs follows from how many extras each step has (`counts`, shape (T,)):
+
+  input ids   text slots carry x_t; extras carry <pause>/<reflect>, or x_t again (reasoning,
+              reflect_repeat)
+  targets     which slots predict x_{t+1} (the rest have no loss)
+  positions   sequential over slots, except reasoning, whose slots share their text token's position
+  visibility  causal, minus the mode's rules (reasoning delay, hidden reflections)
+  eval slots  per text token, the last slot that predicts it: the per-text-token loss every mode
+              reports is taken there, so val losses are comparable across modes
+
+Training draws counts at random (pause, reflection) or uses a fixed pattern (reasoning); evaluation
+uses fixed-seed counts; sampling builds the same layout step by step (`generate`). The insertion
+pattern is drawn once per batch and shared by its sequences, so one (L, L) mask serves the whole
+batch and every head.
+"""
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch.nn import functional as F
+
+from model import KVCache, Visibility
+
+MODES = ('standard', 'pause', 'reflection', 'reasoning')
+TEXT, PAUSE, REFLECT, REASON = 0, 1, 2, 3
+NUM_SPECIAL_TOKENS = 2  # <pause>, <reflect>: ids text_vocab_size and text_vocab_size + 1, in every mode
+
+# the config keys that define a mode's layout (saved in checkpoints, checked on resume)
+LAYOUT_KEYS = ('mode', 'pause_rate', 'reflect_rate', 'reflect_hidden', 'reflect_repeat',
+               'num_reason_tokens', 'reason_delay', 'reason_stopgrad')
+EVAL_SEED = 1234  # insertion patterns for evaluation: the same in every eval of every run
+
+
+def special_token_ids(text_vocab_size):
+    return {'<pause>': text_vocab_size, '<reflect>': text_vocab_size + 1}
+
+
+@dataclass
+class Layout:
+    """One token layout over T text tokens, L slots. Index tensors live on the CPU."""
+    counts: torch.Tensor   # (T,) extra slots after each text token
+    kind: torch.Tensor     # (L,) TEXT / PAUSE / REFLECT / REASON
+    step: torch.Tensor     # (L,) the text token each slot belongs to
+    src: torch.Tensor      # (L,) index into the chunk of the text token a slot carries
+    special: torch.Tensor  # (L,) token id replacing the text token (<pause>, <reflect>), or -1
+    tgt: torch.Tensor      # (L,) index into the chunk of the slot's target, -1 = no loss
+    pos: torch.Tensor      # (L,) positions
+    slot: Optional[torch.Tensor]  # (L,) slot-embedding index (reasoning), else None
+    eval_slots: torch.Tensor      # (T,) the slot whose prediction of x_{t+1} counts
+    vis: Optional[Visibility]     # None = plain causal (SDPA's is_causal fast path)
+    attended_pairs: int           # visible (query, key) pairs, for FLOP counts
+
+    def __len__(self):
+        return self.kind.numel()
+
+    @property
+    def loss_slots(self):
+        """Slots with a training target, or None when every slot has one."""
+        has = self.tgt >= 0
+        return None if bool(has.all()) else has.nonzero().squeeze(1)
+
+    def inputs(self, text):
+        """(B, >=T) text ids -> (B, L) input ids."""
+        ids = text[:, self.src]
+        return torch.where(self.special >= 0, self.special, ids)
+
+
+class Mode:
+    """Layouts for one mode and its settings (the LAYOUT_KEYS of a config)."""
+
+    def __init__(self, config, text_vocab_size):
+        self.name = config['mode']
+        if self.name not in MODES:
+            raise ValueError(f"mode={self.name!r} is not one of {', '.join(MODES)}")
+        self.cfg = {k: config[k] for k in LAYOUT_KEYS}
+        self.num_pause_tokens = int(config.get('num_pause_tokens', 0))
+        self.num_reflect_tokens = int(config.get('num_reflect_tokens', 1))
+        self.text_vocab_size = text_vocab_size
+        ids = special_token_ids(text_vocab_size)
+        self.extra_kind = {'standard': TEXT, 'pause': PAUSE, 'reflection': REFLECT, 'reasoning': REASON}[self.name]
+        if self.name == 'pause':
+            self.extra_id = ids['<pause>']
+        elif self.name == 'reflection' and not self.cfg['reflect_repeat']:
+            self.extra_id = ids['<reflect>']
+        else:
+            self.extra_id = -1  # extras carry their step's text token
+        self.rate = {'pause': self.cfg['pause_rate'], 'reflection': self.cfg['reflect_rate']}.get(self.name, 0.0)
+        if not 0.0 <= self.rate:
+            raise ValueError(f"insertion rate must be >= 0, got {self.rate}")
+        self.num_reason = self.cfg['num_reason_tokens'] if self.name == 'reasoning' else 0
+        if self.num_reason < 0 or self.cfg['reason_delay'] < 0:
+            raise ValueError("num_reason_tokens and reason_delay must be >= 0")
+        self._layouts = OrderedDict()
+
+    # ---- how many extras follow each text token -------------------------------------------
+
+    def num_inserted(self, block_size):
+        """Extra slots a training sequence of block_size text tokens gets from random insertion."""
+        return round(self.rate * block_size)
+
+    def train_counts(self, block_size, generator):
+        """(T,) extras per text token for one training batch."""
+        if self.name == 'reasoning':
+            return torch.full((block_size,), self.num_reason, dtype=torch.long)
+        n = self.num_inserted(block_size)
+        counts = torch.zeros(block_size, dtype=torch.long)
+        if n == 0:
+            return counts
+        # n extras at uniformly random slots of the final layout, never before the first text
+        # token: choose n of the L-1 non-first slots; an extra belongs to the text token before it
+        L = block_size + n
+        is_extra = torch.zeros(L, dtype=torch.bool)
+        is_extra[1 + torch.randperm(L - 1, generator=generator)[:n]] = True
+        step = torch.cumsum(~is_extra, 0) - 1  # (L,) text index each slot belongs to
+        counts.index_add_(0, step[is_extra], torch.ones(n, dtype=torch.long))
+        return counts
+
+    def eval_variants(self, block_size):
+        """{name: counts generator} for evaluation; insertion modes also report clean text."""
+        if self.name in ('pause', 'reflection') and self.num_inserted(block_size) > 0:
+            return {'': self.train_counts, 'clean': lambda T, g: torch.zeros(T, dtype=torch.long)}
+        return {'': self.train_counts}
+
+    def inference_counts(self, n_text, n_prompt):
+        """Extras per text token when generating: pauses after the prompt, N reflections or
+        reasoning slots after every token."""
+        counts = torch.zeros(n_text, dtype=torch.long)
+        if self.name == 'pause':
+            if 0 < n_prompt <= n_text:
+                counts[n_prompt - 1] = self.num_pause_tokens
+        elif self.name == 'reflection':
+            counts[:] = self.num_reflect_tokens
+        elif self.name == 'reasoning':
+            counts[:] = self.num_reason
+        return counts
+
+    def n_positions(self, block_size):
+        """Rows of the position table a model needs for training layouts of block_size text tokens."""
+        if self.name == 'reasoning':
+            return block_size
+        return block_size + self.num_inserted(block_size)
+
+    def slots_per_position(self):
+        return self.num_reason + 1
+
+    def slots_per_text_token(self, block_size):
+        """Layout slots per text token in training (what slot tokens/s counts)."""
+        return (block_size + self.num_inserted(block_size) + self.num_reason * block_size) / block_size
+
+    # ---- the layout ------------------------------------------------------------------------
+
+    def layout(self, counts):
+        """The Layout for these counts, cached (layouts repeat: reasoning always, eval per seed)."""
+        key = counts.numpy().tobytes()
+        if key in self._layouts:
+            self._layouts.move_to_end(key)
+            return self._layouts[key]
+        lay = self._build(counts)
+        self._layouts[key] = lay
+        if len(self._layouts) > 64:
+            self._layouts.popitem(last=False)
+        return lay
+
+    def _build(self, counts, with_vis=True):
+        T = counts.numel()
+        per_step = counts + 1
+        step = torch.repeat_interleave(torch.arange(T), per_step)  # (L,)
+        L = step.numel()
+        first = torch.cumsum(per_step, 0) - per_step  # (T,) slot of each text token
+        sub = torch.arange(L) - first[step]  # (L,) 0 for the text slot, 1.. for its extras
+        is_text = sub == 0
+        kind = torch.where(is_text, TEXT, self.extra_kind)
+        special = torch.where(is_text | (self.extra_id < 0), -1, self.extra_id)
+        last = sub == counts[step]  # the last slot of each step
+        if self.name == 'pause':  # predict x_{t+1} only where the next input is x_{t+1}
+            has_tgt, eval_slots = last, first + counts
+        elif self.name == 'reasoning':  # only text slots predict
+            has_tgt, eval_slots = is_text, first
+        else:  # standard, reflection: every slot of step t predicts x_{t+1}
+            has_tgt, eval_slots = torch.ones(L, dtype=torch.bool), first + counts
+        tgt = torch.where(has_tgt, step + 1, -1)
+        if self.name == 'reasoning':
+            pos, slot = step.clone(), (sub if self.num_reason > 0 else None)
+        else:
+            pos, slot = torch.arange(L), None
+        vis, pairs = self.visibility(kind, step) if with_vis else (None, 0)
+        return Layout(counts=counts, kind=kind, step=step, src=step.clone(), special=special, tgt=tgt,
+                      pos=pos, slot=slot, eval_slots=eval_slots, vis=vis, attended_pairs=pairs)
+
+    def visibility(self, kind, step, q_start=0, q_end=None):
+        """
+        Causal attention minus the mode's rules, for the queries q_start..q_end over the keys
+        0..q_end. Returns (Visibility or None when nothing is removed, visible pair count).
+        """
+        q_end = kind.numel() if q_end is None else q_end
+        kind, step = kind[:q_end], step[:q_end]
+        causal = torch.ones(q_end - q_start, q_end, dtype=torch.bool).tril(diagonal=q_start)  # (Lq, Lk)
+        q_kind, q_step, k_step = kind[q_start:, None], step[q_start:, None], step[None, :]
+        hidden = torch.zeros_like(causal)
+        no_grad = None
+        if self.name == 'reasoning' and self.num_reason > 0:
+            # step t's reasoning slots are out of reach of steps t+1 .. t+K
+            delayed = (kind[None, :] == REASON) & (q_step > k_step) & (q_step <= k_step + self.cfg['reason_delay'])
+            if self.cfg['reason_stopgrad']:
+                no_grad = causal & delayed  # seen in the forward pass, but no gradient flows back
+            else:
+                hidden |= delayed
+        if self.name == 'reflection' and self.cfg['reflect_hidden']:
+            # a reflection slot is seen only by the later reflection slots of its own run
+            same_run = (q_kind == REFLECT) & (q_step == k_step)
+            hidden |= (kind[None, :] == REFLECT) & ~same_run
+        allow = causal & ~hidden
+        pairs = int(allow.sum())
+        if not hidden.any() and no_grad is None:
+            return None, pairs
+        return Visibility(allow, no_grad), pairs
+
+    # ---- batches for the model ----------------------------------------------------------
+
+    def train_batch(self, chunk, counts):
+        """chunk (B, T+1) text -> model kwargs for the training objective."""
+        lay = self.layout(counts)
+        predict = lay.loss_slots
+        tgt = lay.tgt if predict is None else lay.tgt[predict]
+        return self._batch(chunk, lay, predict, chunk[:, tgt])
+
+    def eval_batch(self, chunk, counts):
+        """chunk (B, T+1) text -> model kwargs whose loss is the mean loss per text token."""
+        lay = self.layout(counts)
+        predict = lay.eval_slots
+        return self._batch(chunk, lay, predict, chunk[:, 1:])
+
+    def _batch(self, chunk, lay, predict, targets):
+        if len(lay) == lay.counts.numel() and lay.vis is None:
+            predict = None  # plain text layout: exactly the standard GPT call
+        return dict(idx=lay.inputs(chunk), targets=targets, pos=lay.pos, slot=lay.slot,
+                    vis=lay.vis, predict=predict)
+
+    def flops_per_text_token(self, model, block_size, counts=None):
+        """Training FLOPs per text token for this mode's training layout (see GPT.flops_per_layout)."""
+        if counts is None:
+            counts = self.train_counts(block_size, torch.Generator().manual_seed(0))
+        lay = self.layout(counts)
+        n_pred = len(lay) if lay.loss_slots is None else lay.loss_slots.numel()
+        return model.flops_per_layout(lay.attended_pairs, len(lay), n_pred) / block_size
+
+
+def to_device(batch, device):
+    """Move a batch dict's tensors to the device (non_blocking from pinned memory on CUDA)."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            if device.startswith('cuda') and v.device.type == 'cpu':
+                v = v.pin_memory().to(device, non_blocking=True)
+            else:
+                v = v.to(device)
+        out[k] = v
+    return out
+
+
+@torch.no_grad()
+def generate(model, mode, prompt, max_new_tokens, temperature=1.0, top_k=None, kv_cache=True,
+             generator=None, return_logits=False):
+    """
+    Sample max_new_tokens text tokens after prompt (B, P) with the mode's inference layout.
+    Each forward pass feeds the slots after the previous prediction slot up to the slot that
+    predicts the next text token: [x_{t+1}] in standard mode, [x_{t+1}, R x N] for reflection,
+    and [r_t x N, x_{t+1}] for reasoning (step t's reasoning slots are known inputs, so they are
+    computed together with the next text token). With kv_cache=False every step recomputes the
+    whole layout, giving the same logits. Special tokens are never sampled. Text longer than the
+    model's positions is cropped to the most recent tokens that fit.
+    Returns (B, P + max_new_tokens) ids, and per-step logits (B, steps, V) if return_logits.
+    """
+    device = prompt.device
+    n_positions = model.config.n_positions
+    text, n_prompt = prompt, prompt.size(1)
+    cache, fed, window_start = None, 0, 0
+    all_logits = []
+    for _ in range(max_new_tokens):
+        # the most recent text that fits in the position table
+        start = window_start
+        while True:
+            # built uncached and without its full mask: only the new queries' rows are needed
+            lay = mode._build(mode.inference_counts(text.size(1) - start, n_prompt - start), with_vis=False)
+            if int(lay.pos.max()) < n_positions:
+                break
+            start += 1
+        read = int(lay.eval_slots[-1])  # the slot that predicts the next text token
+        if not kv_cache or start != window_start or cache is None:
+            # (re)start from an empty cache: first step, plain path, or the window moved
+            window_start, fed = start, 0
+            if kv_cache:
+                cache = KVCache(model.config, text.size(0), n_positions * mode.slots_per_position(),
+                                device, next(model.parameters()).dtype)
+        ids = lay.inputs(text[:, start:])[:, fed:read + 1]  # (B, new slots)
+        vis, _ = mode.visibility(lay.kind, lay.step, fed, read + 1)  # rows of the new queries
+        if vis is not None:
+            vis = Visibility(vis.allow)  # no gradients here: the forward pass sees all allowed keys
+        logits, _ = model(ids, pos=lay.pos[fed:read + 1].to(device),
+                          slot=None if lay.slot is None else lay.slot[fed:read + 1].to(device),
+                          vis=vis, cache=cache if kv_cache else None)
+        fed = read + 1 if kv_cache else 0
+        logits = logits[:, -1, :].float()  # (B, V)
+        logits[:, mode.text_vocab_size:] = -float('inf')  # special and padding ids are never output
+        if return_logits:
+            all_logits.append(logits)
+        if temperature == 0:
+            next_id = logits.argmax(-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float('inf')
+            probs = F.softmax(logits, dim=-1)
+            next_id = torch.multinomial(probs, num_samples=1, generator=generator)
+        text = torch.cat((text, next_id), dim=1)
+    if return_logits:
+        return text, torch.stack(all_logits, 1)
+    return text
+

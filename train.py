@@ -1,0 +1,427 @@
+"""
+Train a GPT-2 in any thinking-token mode, on one CPU/GPU or many under torchrun.
+
+    python train.py config/train_shakespeare_char_cpu.py
+    python train.py config/reasoning_shakespeare_char.py --num_reason_tokens=3
+    torchrun --standalone --nproc_per_node=8 train.py config/reasoning_owt.py
+
+The mode (modes.py) turns each batch of text into the model's token layout; the loop below is the
+same for every mode. Checkpoints hold everything needed to continue a run exactly: model,
+optimizer, scaler, iteration, config, and every rank's RNG state. The data order and the insertion
+patterns are a function of (seed, iteration, micro-step), so they need no saved state.
+"""
+
+import math
+import os
+import pickle
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from configurator import configure
+from model import GPT, GPTConfig, pad_vocab, peak_flops_for
+from modes import EVAL_SEED, LAYOUT_KEYS, NUM_SPECIAL_TOKENS, Mode, special_token_ids, to_device
+
+DEFAULTS = dict(
+    # I/O
+    out_dir='out',
+    eval_interval=2000,
+    log_interval=1,
+    eval_iters=200,
+    eval_only=False,  # evaluate once and exit
+    always_save_checkpoint=True,  # else save only when val loss improves
+    init_from='scratch',  # 'scratch', 'resume', 'auto' (resume if out_dir has a checkpoint), 'gpt2*' or a HF dir
+    # wandb
+    wandb_log=False,
+    wandb_project='thinking-tokens',
+    wandb_run_name='',  # '' = out_dir's name
+    wandb_group='',
+    # data
+    dataset='openwebtext',
+    data_dir='',  # '' = data/<dataset>
+    gradient_accumulation_steps=5 * 8,  # summed over all ranks
+    batch_size=12,  # per micro-step and rank
+    block_size=1024,  # text tokens per sequence; thinking slots come on top (modes.py)
+    # model
+    n_layer=12,
+    n_head=12,
+    n_embd=768,
+    dropout=0.0,
+    bias=False,
+    # thinking-token mode: 'standard', 'pause', 'reflection' or 'reasoning' (see modes.py)
+    mode='standard',
+    pause_rate=0.1,  # <pause> slots per text token in training
+    reflect_rate=0.1,  # <reflect> slots per text token in training
+    reflect_hidden=False,  # later text cannot attend to reflection slots
+    reflect_repeat=False,  # a reflection slot's input repeats the last text token
+    num_reason_tokens=1,  # reasoning slots after every text token
+    reason_delay=1,  # K: step t's reasoning slots are hidden from steps t+1..t+K
+    reason_stopgrad=False,  # ...or visible to them, but without gradient
+    # AdamW and the learning-rate schedule
+    learning_rate=6e-4,
+    max_iters=600000,
+    weight_decay=1e-1,
+    beta1=0.9,
+    beta2=0.95,
+    grad_clip=1.0,  # 0 = off
+    decay_lr=True,
+    warmup_iters=2000,
+    lr_decay_iters=600000,
+    min_lr=6e-5,
+    # system
+    device='',  # '' = cuda if available, else cpu
+    dtype='',  # '' = bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu
+    compile=False,
+    attention='auto',  # masked layouts: 'flex' (FlexAttention), 'sdpa' (dense mask), 'auto' = flex on cuda
+    backend='',  # torch.distributed backend; '' = nccl on cuda, gloo on cpu
+    seed=1337,
+    peak_flops=0.0,  # peak FLOP/s of one device for MFU; 0 = known GPUs only (A100/H100/H200)
+    progress_bar=True,  # a tqdm bar when stdout is a terminal
+)
+MODEL_KEYS = ('n_layer', 'n_head', 'n_embd', 'bias', 'block_size')
+
+
+def fail(msg):
+    raise SystemExit(f"error: {msg}")
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+def data_dir_of(config):
+    return config['data_dir'] or os.path.join('data', config['dataset'])
+
+
+def text_vocab_size_of(data_dir):
+    """The dataset's vocab size from meta.pkl (written by every prepare.py); GPT-2's otherwise."""
+    meta_path = os.path.join(data_dir, 'meta.pkl')
+    if os.path.exists(meta_path):
+        with open(meta_path, 'rb') as f:
+            return pickle.load(f)['vocab_size']
+    return 50257
+
+
+def check_data(data_dir):
+    for split in ('train', 'val'):
+        path = os.path.join(data_dir, f'{split}.bin')
+        if not os.path.exists(path):
+            prepare = os.path.join(data_dir, 'prepare.py')
+            fail(f"{path} not found: run `python {prepare}` first (or set --data_dir)")
+
+
+def micro_batch_generator(seed, iter_num, micro_step):
+    """The RNG of one global micro-batch: the same data whatever the world size or restarts."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + iter_num) * 10_007 + micro_step)
+
+
+def get_chunk(data_dir, split, batch_size, block_size, generator):
+    """(B, block_size + 1) random windows of text tokens: the inputs plus the last target."""
+    # a fresh memmap per batch avoids the memory growth of a long-lived one (nanoGPT issue #3)
+    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
+    if len(data) <= block_size + 1:
+        fail(f"{split}.bin has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}")
+    ix = torch.randint(len(data) - block_size - 1, (batch_size,), generator=generator)
+    return torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in ix.tolist()])
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+def save_checkpoint(path, checkpoint):
+    """Write atomically: a temporary file in the same directory, flushed to disk, then renamed,
+    so a crash at any moment leaves the previous checkpoint intact."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, map_location='cpu'):
+    if not os.path.exists(path):
+        fail(f"no checkpoint at {path}: train first, or use --init_from=scratch")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated zip, bad pickle, ...
+        fail(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); restore a good copy or start over")
+    if not isinstance(checkpoint, dict) or 'model' not in checkpoint or 'model_args' not in checkpoint:
+        fail(f"{path} is not a checkpoint written by train.py")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint):
+    model = GPT(GPTConfig(**checkpoint['model_args']))
+    state = checkpoint['model']
+    # checkpoints of compiled models carry this prefix
+    state = {k.removeprefix('_orig_mod.'): v for k, v in state.items()}
+    model.load_state_dict(state)
+    return model
+
+
+def rng_state(device):
+    state = {'torch': torch.get_rng_state()}
+    if device.startswith('cuda'):
+        state['cuda'] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state, device):
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and device.startswith('cuda'):
+        torch.cuda.set_rng_state(state['cuda'], device)
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+def lr_at(it, config):
+    """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    if not config['decay_lr']:
+        return config['learning_rate']
+    if it < config['warmup_iters']:
+        return config['learning_rate'] * (it + 1) / (config['warmup_iters'] + 1)
+    if it > config['lr_decay_iters']:
+        return config['min_lr']
+    ratio = (it - config['warmup_iters']) / (config['lr_decay_iters'] - config['warmup_iters'])
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    return config['min_lr'] + coeff * (config['learning_rate'] - config['min_lr'])
+
+
+def resolve_config(argv):
+    """Config from argv; on resume, argv applies on top of the checkpoint's config, and model or
+    layout keys that then differ from the checkpoint are an error."""
+    config = configure(DEFAULTS, argv)
+    checkpoint = None
+    ckpt_path = os.path.join(config['out_dir'], 'ckpt.pt')
+    if config['init_from'] == 'auto':
+        config['init_from'] = 'resume' if os.path.exists(ckpt_path) else 'scratch'
+    if config['init_from'] == 'resume':
+        checkpoint = load_checkpoint(ckpt_path)
+        saved = checkpoint['config']
+        config = configure({**DEFAULTS, **saved}, argv)
+        config['init_from'] = 'resume'
+        differ = [k for k in MODEL_KEYS + LAYOUT_KEYS if config[k] != saved.get(k)]
+        if differ:
+            diffs = ', '.join(f"{k}={saved.get(k)!r} in checkpoint vs {config[k]!r}" for k in differ)
+            fail(f"cannot resume {ckpt_path} with different model/mode settings: {diffs}")
+    return config, checkpoint
+
+
+def main(argv=None):
+    config, checkpoint = resolve_config(sys.argv[1:] if argv is None else argv)
+    c = config  # short alias for the loop below
+
+    # -- processes and devices
+    ddp = int(os.environ.get('RANK', -1)) != -1
+    device = c['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if ddp:
+        rank, local_rank, world = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), int(os.environ['WORLD_SIZE'])
+        if device.startswith('cuda'):
+            device = f'cuda:{local_rank}'
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=c['backend'] or ('nccl' if device.startswith('cuda') else 'gloo'))
+    else:
+        rank, local_rank, world = 0, 0, 1
+    master = rank == 0
+    if c['gradient_accumulation_steps'] % world != 0:
+        fail(f"gradient_accumulation_steps={c['gradient_accumulation_steps']} must be a multiple of "
+             f"the world size {world}")
+    accum = c['gradient_accumulation_steps'] // world
+    device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+    dtype = c['dtype'] or ('float32' if device_type == 'cpu' else
+                           'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
+    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+    autocast = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+    torch.manual_seed(c['seed'] + rank)  # dropout differs across ranks; data does not (see get_chunk)
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # -- data and mode
+    data_dir = data_dir_of(c)
+    check_data(data_dir)
+    text_vocab = checkpoint['text_vocab_size'] if checkpoint else text_vocab_size_of(data_dir)
+    mode = Mode(c, text_vocab)
+    text_per_iter = c['gradient_accumulation_steps'] * c['batch_size'] * c['block_size']
+
+    # -- model
+    iter_num, best_val_loss = 0, float('inf')
+    if checkpoint is not None:
+        model = model_from_checkpoint(checkpoint)
+        iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+    elif c['init_from'] == 'scratch':
+        model = GPT(GPTConfig(n_positions=mode.n_positions(c['block_size']),
+                              vocab_size=pad_vocab(text_vocab + NUM_SPECIAL_TOKENS),
+                              n_layer=c['n_layer'], n_head=c['n_head'], n_embd=c['n_embd'],
+                              dropout=c['dropout'], bias=c['bias'], n_slot_embd=mode.num_reason))
+    else:  # GPT-2 weights
+        model = GPT.from_pretrained(c['init_from'], dict(dropout=c['dropout']))
+        for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
+            c[k] = getattr(model.config, k)
+        if mode.num_reason > 0:
+            fail("reasoning mode needs slot embeddings that GPT-2 checkpoints lack; train from scratch")
+    if mode.n_positions(c['block_size']) > model.config.n_positions:
+        fail(f"block_size={c['block_size']} needs {mode.n_positions(c['block_size'])} positions in mode "
+             f"{c['mode']}, the model has {model.config.n_positions}: lower block_size")
+    if model.config.vocab_size < text_vocab + NUM_SPECIAL_TOKENS:
+        fail(f"the model's vocab ({model.config.vocab_size}) has no room for the dataset's {text_vocab} tokens "
+             f"and {NUM_SPECIAL_TOKENS} thinking tokens")
+    model.to(device)
+    model.set_attention_backend(c['attention'] == 'flex' or (c['attention'] == 'auto' and device_type == 'cuda'))
+
+    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+    optimizer = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), device_type)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        scaler.load_state_dict(checkpoint['scaler'])
+        if len(checkpoint['rng']) == world:
+            set_rng_state(checkpoint['rng'][rank], device)
+        elif master:
+            print(f"note: checkpoint has RNG states of {len(checkpoint['rng'])} ranks, running {world}: dropout RNG reseeded")
+    raw_model = model
+    if c['compile']:
+        model = torch.compile(model)
+    if ddp:
+        model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+    flops_per_text_token = mode.flops_per_text_token(raw_model, c['block_size'])
+    peak = peak_flops_for(device, c['peak_flops'])
+    checkpoint = None  # free memory
+
+    if master:
+        os.makedirs(c['out_dir'], exist_ok=True)
+        print(f"mode {c['mode']}: {raw_model.get_num_params() / 1e6:.2f}M parameters, "
+              f"{text_per_iter:,} text tokens per iteration, {flops_per_text_token / 1e6:.1f} MFLOPs per text token")
+    run = None
+    if c['wandb_log'] and master:
+        import wandb
+        run = wandb.init(project=c['wandb_project'], name=c['wandb_run_name'] or os.path.basename(os.path.abspath(c['out_dir'])),
+                         group=c['wandb_group'] or None, config=c, dir=c['out_dir'])
+
+    @torch.no_grad()
+    def estimate_loss():
+        """Mean loss per text token on fixed batches (the same in every eval and every mode),
+        for each split and eval variant; the batches are divided among the ranks."""
+        out = {}
+        model.eval()
+        for split in ('train', 'val'):
+            for variant, counts_fn in mode.eval_variants(c['block_size']).items():
+                total = torch.zeros((), device=device)
+                for k in range(rank, c['eval_iters'], world):
+                    gen = micro_batch_generator(EVAL_SEED, 0, k)
+                    chunk = get_chunk(data_dir, split, c['batch_size'], c['block_size'], gen)
+                    batch = to_device(mode.eval_batch(chunk, counts_fn(c['block_size'], gen)), device)
+                    with autocast:
+                        _, loss = raw_model(**batch)
+                    total += loss.float()
+                if ddp:
+                    dist.all_reduce(total)
+                out[split + ('_' + variant if variant else '')] = total.item() / c['eval_iters']
+        model.train()
+        return out
+
+    def checkpoint_now():
+        rngs = [None] * world
+        if ddp:
+            dist.all_gather_object(rngs, rng_state(device))
+        else:
+            rngs = [rng_state(device)]
+        if master:
+            save_checkpoint(os.path.join(c['out_dir'], 'ckpt.pt'), {
+                'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
+                'scaler': scaler.state_dict(), 'model_args': asdict(raw_model.config),
+                'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': c,
+                'text_vocab_size': text_vocab, 'special_tokens': special_token_ids(text_vocab), 'rng': rngs,
+            })
+
+    bar = None
+    if master and c['progress_bar'] and sys.stdout.isatty() and not c['eval_only']:
+        from tqdm import tqdm
+        bar = tqdm(total=c['max_iters'], initial=iter_num, unit='it', dynamic_ncols=True)
+    log = bar.write if bar is not None else print
+
+    start_iter = iter_num
+    t_last, iters_since_log, loss_sum = time.time(), 0, torch.zeros((), device=device)
+    while True:
+        # -- evaluate and checkpoint (not again right after a resume: that was done before the stop)
+        if (iter_num % c['eval_interval'] == 0 or iter_num == c['max_iters']) and \
+                (iter_num != start_iter or start_iter == 0 or c['eval_only']):
+            t_eval = time.time()
+            losses = estimate_loss()
+            t_last += time.time() - t_eval  # eval time is not training time
+            if master:
+                shown = ', '.join(f"{k} {v:.4f}" for k, v in losses.items())
+                log(f"step {iter_num}: {shown} (loss per text token)")
+                if run is not None:
+                    run.log({'iter': iter_num, 'text_tokens': iter_num * text_per_iter,
+                             'lr': lr_at(iter_num, c), **{f'loss/{k}': v for k, v in losses.items()}})
+            if losses['val'] < best_val_loss or c['always_save_checkpoint']:
+                best_val_loss = min(best_val_loss, losses['val'])
+                if iter_num > 0 and not c['eval_only']:
+                    checkpoint_now()
+        if iter_num >= c['max_iters'] or c['eval_only']:
+            break
+
+        # -- one optimizer step over `accum` micro-batches
+        lr = lr_at(iter_num, c)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        for micro_step in range(accum):
+            global_micro = micro_step * world + rank
+            gen = micro_batch_generator(c['seed'], iter_num, global_micro)
+            chunk = get_chunk(data_dir, 'train', c['batch_size'], c['block_size'], gen)
+            batch = to_device(mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)), device)
+            if ddp:  # sync gradients only on the last micro-step
+                model.require_backward_grad_sync = micro_step == accum - 1
+            with autocast:
+                _, loss = model(**batch)
+                loss = loss / accum
+            loss_sum += loss.detach()
+            scaler.scale(loss).backward()
+        if c['grad_clip'] != 0.0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), c['grad_clip'])
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        iters_since_log += 1
+        if bar is not None:
+            bar.update(1)
+
+        # -- log: mean training loss since the last log, over all ranks (one sync per log)
+        if iter_num % c['log_interval'] == 0 or iter_num == c['max_iters']:
+            if ddp:
+                dist.all_reduce(loss_sum)
+                loss_sum /= world
+            loss_value = loss_sum.item() / iters_since_log
+            dt = (time.time() - t_last) / iters_since_log
+            text_tps = text_per_iter / dt
+            slot_tps = text_tps * mode.slots_per_text_token(c['block_size'])
+            mfu = f"{100 * flops_per_text_token * text_tps / (peak * world):.2f}%" if peak else "n/a"
+            if master:
+                log(f"iter {iter_num}: loss {loss_value:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
+                    f"{text_tps:,.0f} text tok/s, {slot_tps:,.0f} slot tok/s, mfu {mfu}")
+                if run is not None:
+                    run.log({'iter': iter_num, 'loss/train_objective': loss_value, 'ms_per_iter': dt * 1000,
+                             'text_tokens_per_s': text_tps, 'slot_tokens_per_s': slot_tps})
+            t_last, iters_since_log = time.time(), 0
+            loss_sum.zero_()
+
+    if bar is not None:
+        bar.close()
+    if run is not None:
+        run.finish()
+    if ddp:
+        dist.destroy_process_group()
+
+
+if __name__ == '__main__':
+    main()
