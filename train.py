@@ -129,6 +129,43 @@ def get_chunk(data_dir, split, batch_size, block_size, generator):
     return torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in ix.tolist()])
 
 
+def train_batch(c, mode, data_dir, iter_num, global_micro, device):
+    """Global micro-batch `global_micro` of iteration iter_num, laid out for training."""
+    gen = micro_batch_generator(c['seed'], iter_num, global_micro)
+    chunk = get_chunk(data_dir, 'train', c['batch_size'], c['block_size'], gen)
+    return to_device(mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)), device)
+
+
+# ---- model and optimization step --------------------------------------------------------------
+
+def new_model(c, mode):
+    """A freshly initialised GPT for config c: positions and slot embeddings sized by the mode."""
+    return GPT(GPTConfig(n_positions=mode.n_positions(c['block_size']),
+                         vocab_size=pad_vocab(mode.text_vocab_size + NUM_SPECIAL_TOKENS),
+                         n_layer=c['n_layer'], n_head=c['n_head'], n_embd=c['n_embd'],
+                         dropout=c['dropout'], bias=c['bias'], n_slot_embd=mode.num_reason))
+
+
+def train_step(model, optimizer, scaler, batches, accum, autocast, grad_clip, ddp):
+    """One optimizer step over `accum` micro-batches; returns the mean loss (a tensor: no sync)."""
+    loss_sum = 0.0
+    for micro_step, batch in enumerate(batches):
+        if ddp:  # all-reduce gradients only on the last micro-step
+            model.require_backward_grad_sync = micro_step == accum - 1
+        with autocast:
+            _, loss = model(**batch)
+            loss = loss / accum
+        loss_sum += loss.detach()
+        scaler.scale(loss).backward()
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
+
+
 # ---- checkpoints ------------------------------------------------------------------------------
 
 def save_checkpoint(path, checkpoint):
@@ -258,10 +295,7 @@ def main(argv=None):
         model = model_from_checkpoint(checkpoint)
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
     elif c['init_from'] == 'scratch':
-        model = GPT(GPTConfig(n_positions=mode.n_positions(c['block_size']),
-                              vocab_size=pad_vocab(text_vocab + NUM_SPECIAL_TOKENS),
-                              n_layer=c['n_layer'], n_head=c['n_head'], n_embd=c['n_embd'],
-                              dropout=c['dropout'], bias=c['bias'], n_slot_embd=mode.num_reason))
+        model = new_model(c, mode)
     else:  # GPT-2 weights
         model = GPT.from_pretrained(c['init_from'], dict(dropout=c['dropout']))
         for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
@@ -373,24 +407,9 @@ def main(argv=None):
         lr = lr_at(iter_num, c)
         for group in optimizer.param_groups:
             group['lr'] = lr
-        for micro_step in range(accum):
-            global_micro = micro_step * world + rank
-            gen = micro_batch_generator(c['seed'], iter_num, global_micro)
-            chunk = get_chunk(data_dir, 'train', c['batch_size'], c['block_size'], gen)
-            batch = to_device(mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)), device)
-            if ddp:  # sync gradients only on the last micro-step
-                model.require_backward_grad_sync = micro_step == accum - 1
-            with autocast:
-                _, loss = model(**batch)
-                loss = loss / accum
-            loss_sum += loss.detach()
-            scaler.scale(loss).backward()
-        if c['grad_clip'] != 0.0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), c['grad_clip'])
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        batches = (train_batch(c, mode, data_dir, iter_num, micro_step * world + rank, device)
+                   for micro_step in range(accum))
+        loss_sum += train_step(model, optimizer, scaler, batches, accum, autocast, c['grad_clip'], ddp)
         iter_num += 1
         iters_since_log += 1
         if bar is not None:
