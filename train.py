@@ -14,6 +14,7 @@ patterns are a function of (seed, iteration, micro-step), so they need no saved 
 import math
 import os
 import pickle
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -36,6 +37,8 @@ DEFAULTS = dict(
     eval_iters=200,
     eval_only=False,  # evaluate once and exit
     always_save_checkpoint=True,  # else save only when val loss improves
+    keep_checkpoints=1,  # also keep the last N checkpoints as ckpt-<iter>.pt (1 = only ckpt.pt)
+    on_nonfinite='stop',  # a NaN/inf loss or gradient: 'stop' the run, or 'skip' that update
     init_from='scratch',  # 'scratch', 'resume', 'auto' (resume if out_dir has a checkpoint), 'gpt2*' or a HF dir
     # wandb
     wandb_log=False,
@@ -114,6 +117,28 @@ def check_data(data_dir):
             fail(f"{path} not found: run `python {prepare}` first (or set --data_dir)")
 
 
+def check_token_ids(data_dir, text_vocab):
+    """Every token id in the data must be below the dataset's vocab size (scanned in chunks)."""
+    for split in ('train', 'val'):
+        data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
+        step = 1 << 26
+        top = max((int(data[i:i + step].max()) for i in range(0, len(data), step)), default=0)
+        if top >= text_vocab:
+            fail(f"{split}.bin holds token id {top}, outside the vocab of {text_vocab} "
+                 f"(meta.pkl / checkpoint): re-run the dataset's prepare.py")
+
+
+def check_writable(out_dir):
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, f'.write_test.{os.getpid()}')
+        with open(probe, 'w'):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        fail(f"cannot write to out_dir {out_dir!r} ({e.strerror}): choose another --out_dir")
+
+
 def micro_batch_generator(seed, iter_num, micro_step):
     """The RNG of one global micro-batch: the same data whatever the world size or restarts."""
     return torch.Generator().manual_seed((seed * 1_000_003 + iter_num) * 10_007 + micro_step)
@@ -146,8 +171,13 @@ def new_model(c, mode):
                          dropout=c['dropout'], bias=c['bias'], n_slot_embd=mode.num_reason))
 
 
-def train_step(model, optimizer, scaler, batches, accum, autocast, grad_clip, ddp):
-    """One optimizer step over `accum` micro-batches; returns the mean loss (a tensor: no sync)."""
+def train_step(model, optimizer, scaler, batches, accum, autocast, grad_clip, ddp, stop_requested=False):
+    """
+    One optimizer step over `accum` micro-batches. Returns (mean loss tensor, finite, stop):
+    the update is skipped when the loss or the gradient is not finite (fp16's GradScaler handles
+    overflowing gradients itself), and stop is True on every rank if any rank asked to stop, so
+    all ranks leave the loop after the same step. One small all-reduce and one host sync per step.
+    """
     loss_sum = 0.0
     for micro_step, batch in enumerate(batches):
         if ddp:  # all-reduce gradients only on the last micro-step
@@ -157,20 +187,32 @@ def train_step(model, optimizer, scaler, batches, accum, autocast, grad_clip, dd
             loss = loss / accum
         loss_sum += loss.detach()
         scaler.scale(loss).backward()
-    if grad_clip != 0.0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
+    scaler.unscale_(optimizer)  # true gradients for the norm (a no-op without fp16 scaling)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    bad_grad = ~torch.isfinite(norm) & (not scaler.is_enabled())
+    flags = torch.stack([(~torch.isfinite(loss_sum) | bad_grad).float(),
+                         torch.tensor(float(stop_requested), device=norm.device)])
+    if ddp:
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    nonfinite, stop = (bool(f) for f in flags.tolist())
+    if not nonfinite:
+        if grad_clip != 0.0:
+            torch.nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, norm)
+        scaler.step(optimizer)
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum
+    return loss_sum, not nonfinite, stop
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
 
-def save_checkpoint(path, checkpoint):
-    """Write atomically: a temporary file in the same directory, flushed to disk, then renamed,
-    so a crash at any moment leaves the previous checkpoint intact."""
+def save_checkpoint(path, keep, checkpoint):
+    """
+    Write atomically: a temporary file in the same directory, flushed to disk, then renamed over
+    the old one, so a crash at any moment leaves the previous checkpoint loadable. With keep > 1
+    the last `keep` checkpoints also stay as ckpt-<iter>.pt (hard links: no extra space).
+    """
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, 'wb') as f:
@@ -178,9 +220,22 @@ def save_checkpoint(path, checkpoint):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    if keep > 1:
+        folder = os.path.dirname(os.path.abspath(path))
+        numbered = os.path.join(folder, f"ckpt-{checkpoint['iter_num']:08d}.pt")
+        if os.path.exists(numbered):
+            os.remove(numbered)
+        os.link(path, numbered)
+        for old in sorted(f for f in os.listdir(folder) if f.startswith('ckpt-') and f.endswith('.pt'))[:-keep]:
+            os.remove(os.path.join(folder, old))
 
 
 def load_checkpoint(path, map_location='cpu'):
@@ -268,9 +323,13 @@ def main(argv=None):
     else:
         rank, local_rank, world = 0, 0, 1
     master = rank == 0
-    if c['gradient_accumulation_steps'] % world != 0:
-        fail(f"gradient_accumulation_steps={c['gradient_accumulation_steps']} must be a multiple of "
-             f"the world size {world}")
+    if c['batch_size'] < 1 or c['gradient_accumulation_steps'] < 1 or c['gradient_accumulation_steps'] % world:
+        fail(f"gradient_accumulation_steps={c['gradient_accumulation_steps']} must be a positive multiple of the "
+             f"world size {world}, and batch_size={c['batch_size']} (per rank) at least 1")
+    if c['on_nonfinite'] not in ('stop', 'skip'):
+        fail(f"on_nonfinite={c['on_nonfinite']!r} must be 'stop' or 'skip'")
+    if master and not c['eval_only']:
+        check_writable(c['out_dir'])
     accum = c['gradient_accumulation_steps'] // world
     device_type = 'cuda' if device.startswith('cuda') else 'cpu'
     dtype = c['dtype'] or ('float32' if device_type == 'cpu' else
@@ -286,6 +345,8 @@ def main(argv=None):
     data_dir = data_dir_of(c)
     check_data(data_dir)
     text_vocab = checkpoint['text_vocab_size'] if checkpoint else text_vocab_size_of(data_dir)
+    if master:
+        check_token_ids(data_dir, text_vocab)
     mode = Mode(c, text_vocab)
     text_per_iter = c['gradient_accumulation_steps'] * c['batch_size'] * c['block_size']
 
@@ -368,7 +429,7 @@ def main(argv=None):
         else:
             rngs = [rng_state(device)]
         if master:
-            save_checkpoint(os.path.join(c['out_dir'], 'ckpt.pt'), {
+            save_checkpoint(os.path.join(c['out_dir'], 'ckpt.pt'), c['keep_checkpoints'], {
                 'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
                 'scaler': scaler.state_dict(), 'model_args': asdict(raw_model.config),
                 'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': c,
@@ -380,6 +441,16 @@ def main(argv=None):
         from tqdm import tqdm
         bar = tqdm(total=c['max_iters'], initial=iter_num, unit='it', dynamic_ncols=True)
     log = bar.write if bar is not None else print
+
+    # A preemption notice (SIGTERM) or Ctrl-C finishes the current step, saves, and exits cleanly.
+    # A second Ctrl-C stops at once.
+    stop_signal = []
+
+    def request_stop(signum, frame):
+        if stop_signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop_signal.append(signal.Signals(signum).name)
+    previous_handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     start_iter = iter_num
     t_last, iters_since_log, loss_sum = time.time(), 0, torch.zeros((), device=device)
@@ -396,6 +467,8 @@ def main(argv=None):
                 if run is not None:
                     run.log({'iter': iter_num, 'text_tokens': iter_num * text_per_iter,
                              'lr': lr_at(iter_num, c), **{f'loss/{k}': v for k, v in losses.items()}})
+            if not math.isfinite(losses['val']):
+                fail(f"val loss is {losses['val']} at iter {iter_num}; the last good checkpoint was kept")
             if losses['val'] < best_val_loss or c['always_save_checkpoint']:
                 best_val_loss = min(best_val_loss, losses['val'])
                 if iter_num > 0 and not c['eval_only']:
@@ -409,14 +482,22 @@ def main(argv=None):
             group['lr'] = lr
         batches = (train_batch(c, mode, data_dir, iter_num, micro_step * world + rank, device)
                    for micro_step in range(accum))
-        loss_sum += train_step(model, optimizer, scaler, batches, accum, autocast, c['grad_clip'], ddp)
+        loss, finite, stop = train_step(model, optimizer, scaler, batches, accum, autocast, c['grad_clip'], ddp,
+                                        stop_requested=bool(stop_signal))
+        if not finite:
+            if c['on_nonfinite'] == 'stop':
+                fail(f"non-finite loss or gradient at iter {iter_num}; stopped without saving, the last good "
+                     f"checkpoint in {c['out_dir']} is kept (lower learning_rate, or --on_nonfinite=skip)")
+            log(f"iter {iter_num}: non-finite loss or gradient, update skipped")
+        else:
+            loss_sum += loss
+            iters_since_log += 1
         iter_num += 1
-        iters_since_log += 1
         if bar is not None:
             bar.update(1)
 
         # -- log: mean training loss since the last log, over all ranks (one sync per log)
-        if iter_num % c['log_interval'] == 0 or iter_num == c['max_iters']:
+        if (iter_num % c['log_interval'] == 0 or iter_num == c['max_iters']) and iters_since_log:
             if ddp:
                 dist.all_reduce(loss_sum)
                 loss_sum /= world
@@ -434,6 +515,16 @@ def main(argv=None):
             t_last, iters_since_log = time.time(), 0
             loss_sum.zero_()
 
+        if stop:
+            checkpoint_now()
+            if master:
+                why = stop_signal[0] if stop_signal else 'another rank'
+                log(f"stopped by {why} after iter {iter_num}: checkpoint saved in {c['out_dir']}; "
+                    f"continue with --init_from=resume")
+            break
+
+    for sig, handler in previous_handlers.items():
+        signal.signal(sig, handler)
     if bar is not None:
         bar.close()
     if run is not None:
