@@ -11,6 +11,7 @@ optimizer, scaler, iteration, config, and every rank's RNG state. The data order
 patterns are a function of (seed, iteration, micro-step), so they need no saved state.
 """
 
+import glob
 import math
 import os
 import pickle
@@ -330,6 +331,8 @@ def main(argv=None):
         fail(f"on_nonfinite={c['on_nonfinite']!r} must be 'stop' or 'skip'")
     if master and not c['eval_only']:
         check_writable(c['out_dir'])
+        for stale in glob.glob(os.path.join(c['out_dir'], 'ckpt.pt.tmp.*')):
+            os.remove(stale)  # left by a process killed while saving
     accum = c['gradient_accumulation_steps'] // world
     device_type = 'cuda' if device.startswith('cuda') else 'cpu'
     dtype = c['dtype'] or ('float32' if device_type == 'cpu' else

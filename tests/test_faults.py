@@ -1,0 +1,301 @@
+"""
+Fault injection: no fault we can provoke may lose more than the current step.
+
+Each trial is recorded (fault, outcome, what was lost); with FAULT_TABLE=path set, the records are
+appended there as JSON lines, and scripts/fault_table.py renders them as the table in FAULTS.md.
+"""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
+        '--dropout=0.1', '--gradient_accumulation_steps=1', '--eval_iters=2', '--log_interval=1', '--device=cpu', '--compile=False',
+        '--learning_rate=1e-3', '--warmup_iters=2', '--always_save_checkpoint=True', '--progress_bar=False']
+
+
+def record(fault, trials, lost, detail=''):
+    path = os.environ.get('FAULT_TABLE')
+    if path:
+        with open(path, 'a') as f:
+            f.write(json.dumps(dict(fault=fault, trials=trials, lost=lost, detail=detail)) + '\n')
+
+
+def sha(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def losses(stdout):
+    """{iter: loss} from the 'iter N: loss X' log lines."""
+    return {int(m[1]): float(m[2]) for m in re.finditer(r'^iter (\d+): loss ([\d.]+)', stdout, re.M)}
+
+
+def train_cmd(data, out, *extra, torchrun=0):
+    launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={torchrun}'] \
+        if torchrun else [sys.executable]
+    return launcher + ['train.py', f'--data_dir={data}', f'--out_dir={out}', *TINY, *extra]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, **kw)
+
+
+def one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith('error: '), proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+    return lines[-1]
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """A small character-level dataset (train.bin, val.bin, meta.pkl) from Tiny Shakespeare."""
+    import pickle
+    import numpy as np
+    path = os.environ.get('SHAKESPEARE_PATH', os.path.join(REPO, '..', 'shared', 'data', 'tinyshakespeare', 'input.txt'))
+    if not os.path.exists(path):
+        pytest.skip(f'Tiny Shakespeare not found at {path} (set SHAKESPEARE_PATH)')
+    text = open(path).read()[:60000]
+    chars = sorted(set(text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    out = tmp_path_factory.mktemp('char_data')
+    split = int(len(text) * 0.9)
+    np.array([stoi[ch] for ch in text[:split]], dtype=np.uint16).tofile(out / 'train.bin')
+    np.array([stoi[ch] for ch in text[split:]], dtype=np.uint16).tofile(out / 'val.bin')
+    with open(out / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': len(chars), 'stoi': stoi, 'itos': dict(enumerate(chars))}, f)
+    return out
+
+
+@pytest.fixture(scope='module')
+def reference(data, tmp_path_factory):
+    """An uninterrupted 12-iteration run: the loss sequence every recovery must reproduce."""
+    out = tmp_path_factory.mktemp('reference')
+    proc = run(train_cmd(data, out, '--max_iters=12', '--eval_interval=4'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return losses(proc.stdout)
+
+
+# ---- kill during save ---------------------------------------------------------------------------
+
+KILL_DURING_SAVE = r'''
+import os, sys, torch, train
+real_save = torch.save
+def dying_save(obj, f, *a, **k):
+    real_save(obj, f, *a, **k)
+    f.flush()
+    f.truncate(int(sys.argv[1]))  # part of the new checkpoint is on disk ...
+    os._exit(137)                 # ... when the process dies, as under SIGKILL
+torch.save = dying_save
+train.main(sys.argv[2:])
+'''
+
+
+def test_kill_during_save_keeps_previous_checkpoint(data, tmp_path):
+    out = tmp_path / 'out'
+    proc = run(train_cmd(data, out, '--max_iters=4', '--eval_interval=4'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = out / 'ckpt.pt'
+    before = sha(ckpt)
+    size = ckpt.stat().st_size
+    offsets = [0, 1, 100, size // 3, size // 2, size - 10]
+    for offset in offsets:  # die at several points of the write of the iter-8 checkpoint
+        args = [f'--data_dir={data}', f'--out_dir={out}', *TINY, '--max_iters=8', '--eval_interval=4',
+                '--init_from=resume']
+        proc = run([sys.executable, '-c', KILL_DURING_SAVE, str(offset), *args])
+        assert proc.returncode == 137, proc.stderr[-2000:]
+        assert sha(ckpt) == before
+        assert train.load_checkpoint(str(ckpt))['iter_num'] == 4
+    leftovers = [p.name for p in out.iterdir() if p.name != 'ckpt.pt']
+    record('SIGKILL during a checkpoint write (truncated at 6 offsets)', len(offsets),
+           'nothing: previous checkpoint intact and loadable', f'temp files left: {len(leftovers)}')
+
+
+def test_truncated_checkpoint_is_named_as_such(data, tmp_path):
+    out = tmp_path / 'out'
+    assert run(train_cmd(data, out, '--max_iters=2', '--eval_interval=2')).returncode == 0
+    ckpt = out / 'ckpt.pt'
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    proc = run(train_cmd(data, out, '--max_iters=4', '--init_from=resume'))
+    one_line_error(proc, 'truncated or corrupt')
+    record('truncated checkpoint file on resume', 1, 'nothing: one-line error, file untouched')
+
+
+# ---- preemption ---------------------------------------------------------------------------------
+
+def interrupt(cmd, after_iter, sig=signal.SIGTERM):
+    """Start cmd, send sig once the log shows iteration after_iter, return (returncode, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith(f'iter {after_iter}:'):
+                proc.send_signal(sig)
+                break
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, ''.join(seen) + rest, err
+
+
+@pytest.mark.parametrize('ranks', [0, 2], ids=['1-process', 'torchrun-2-ranks'])
+def test_sigterm_saves_and_resume_is_exact(data, tmp_path, reference, ranks):
+    out = tmp_path / 'out'
+    extra = ['--max_iters=12', '--eval_interval=4']
+    if ranks:
+        extra.append('--gradient_accumulation_steps=2')
+    code, stdout, stderr = interrupt(train_cmd(data, out, *extra, torchrun=ranks), after_iter=5)
+    assert 'stopped by SIGTERM' in stdout, stdout + stderr[-2000:]
+    stopped_at = train.load_checkpoint(str(out / 'ckpt.pt'))['iter_num']
+    assert stopped_at >= 5  # the step in flight when the signal came was finished, not lost
+    proc = run(train_cmd(data, out, *extra, '--init_from=resume', torchrun=ranks))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    resumed = losses(proc.stdout)
+    ref = reference if not ranks else losses(run(train_cmd(data, tmp_path / 'ref2', *extra, torchrun=ranks)).stdout)
+    combined = {**losses(stdout), **resumed}
+    assert sorted(combined) == list(range(1, 13))
+    for it, loss in combined.items():
+        assert loss == pytest.approx(ref[it], rel=1e-5, abs=1e-6), (it, loss, ref[it])
+    record(f'SIGTERM mid-run ({"torchrun, 2 gloo ranks" if ranks else "1 process"})', 1,
+           'nothing: resumed loss sequence equals the uninterrupted run', f'stopped after iter {stopped_at}')
+
+
+# ---- non-finite values --------------------------------------------------------------------------
+
+def nan_after(monkeypatch, iteration):
+    """Make the model's loss NaN from the given training call on (eval calls are not counted)."""
+    real_forward = train.GPT.forward
+    calls = {'n': 0}
+
+    def forward(self, *args, **kwargs):
+        logits, loss = real_forward(self, *args, **kwargs)
+        if self.training:
+            calls['n'] += 1
+            if calls['n'] > iteration and loss is not None:
+                loss = loss * float('nan')
+        return logits, loss
+    monkeypatch.setattr(train.GPT, 'forward', forward)
+
+
+def test_nan_stops_without_overwriting_checkpoint(data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'out'
+    args = [f'--data_dir={data}', f'--out_dir={out}', *TINY, '--eval_interval=4']
+    train.main(args + ['--max_iters=4'])
+    before = sha(out / 'ckpt.pt')
+    nan_after(monkeypatch, 2)
+    with pytest.raises(SystemExit) as e:
+        train.main(args + ['--max_iters=12', '--init_from=resume'])
+    assert 'non-finite loss or gradient at iter 6' in str(e.value)
+    assert sha(out / 'ckpt.pt') == before
+    assert train.load_checkpoint(str(out / 'ckpt.pt'))['iter_num'] == 4
+    record('NaN loss injected (on_nonfinite=stop)', 1, 'nothing: run stopped, last good checkpoint kept')
+
+
+def test_nan_skip_skips_the_update(data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'out'
+    nan_after(monkeypatch, 3)
+    train.main([f'--data_dir={data}', f'--out_dir={out}', *TINY, '--max_iters=6', '--eval_interval=100',
+                '--on_nonfinite=skip'])
+    stdout = capsys.readouterr().out
+    assert stdout.count('update skipped') == 3
+    state = train.load_checkpoint(str(out / 'ckpt.pt'))['model']
+    assert all(torch.isfinite(v).all() for v in state.values())
+    record('NaN loss injected (on_nonfinite=skip)', 3, 'the 3 poisoned updates only; weights stay finite')
+
+
+# ---- fail fast before training -----------------------------------------------------------------
+
+def test_fail_fast_cases(data, tmp_path):
+    out = tmp_path / 'out'
+    assert run(train_cmd(data, out, '--max_iters=2', '--eval_interval=2')).returncode == 0
+    before = sha(out / 'ckpt.pt')
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    bad_vocab = tmp_path / 'bad_vocab'
+    bad_vocab.mkdir()
+    for split in ('train', 'val'):
+        (bad_vocab / f'{split}.bin').write_bytes((data / f'{split}.bin').read_bytes())
+    with open(bad_vocab / 'val.bin', 'r+b') as f:
+        f.seek(100)
+        f.write((60000).to_bytes(2, 'little'))
+    (bad_vocab / 'meta.pkl').write_bytes((data / 'meta.pkl').read_bytes())
+    cases = [
+        ('unwritable out_dir', train_cmd(data, blocker / 'sub', '--max_iters=2'), ['cannot write to out_dir']),
+        ('token ids outside the vocab', train_cmd(bad_vocab, tmp_path / 'o2', '--max_iters=2'),
+         ['val.bin holds token id 60000']),
+        ('resume with another n_layer', train_cmd(data, out, '--init_from=resume', '--n_layer=3'), ['n_layer=2']),
+        ('resume with another mode', train_cmd(data, out, '--init_from=resume', '--mode=reasoning'),
+         ["mode='standard'"]),
+        ('resume with a longer block_size', train_cmd(data, out, '--init_from=resume', '--block_size=64'),
+         ['block_size=32']),
+        ('gradient_accumulation_steps=0', train_cmd(data, tmp_path / 'o3', '--gradient_accumulation_steps=0'),
+         ['gradient_accumulation_steps=0']),
+        ('batch_size=0', train_cmd(data, tmp_path / 'o4', '--batch_size=0'), ['batch_size=0']),
+    ]
+    for name, cmd, needles in cases:
+        one_line_error(run(cmd), *needles)
+        assert sha(out / 'ckpt.pt') == before, name
+    record('bad input before training (' + '; '.join(n for n, _, _ in cases) + ')', len(cases),
+           'nothing: one-line error before training, checkpoint untouched')
+
+
+def test_grad_accum_not_divisible_by_world_size(data, tmp_path):
+    proc = run(train_cmd(data, tmp_path / 'out', '--max_iters=2', '--gradient_accumulation_steps=3', torchrun=2))
+    assert proc.returncode != 0
+    assert 'must be a positive multiple of the world size 2' in proc.stderr
+    record('gradient_accumulation_steps=3 on 2 ranks', 1, 'nothing: one-line error on each rank')
+
+
+# ---- automatic restarts -------------------------------------------------------------------------
+
+def test_torchrun_restart_resumes_automatically(data, tmp_path, reference):
+    """A worker is SIGKILLed mid-run; torchrun --max-restarts restarts the group, which resumes
+    from the latest checkpoint (init_from=auto) and ends with the uninterrupted run's losses."""
+    out = tmp_path / 'out'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           '--max-restarts=1', 'train.py', f'--data_dir={data}', f'--out_dir={out}', *TINY,
+           '--max_iters=12', '--eval_interval=4', '--init_from=auto', '--gradient_accumulation_steps=2']
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith('iter 6:'):
+                # kill the rank-1 worker like an OOM killer would
+                workers = subprocess.run(['pgrep', '-f', f'out_dir={out}'], capture_output=True, text=True)
+                pids = sorted(int(p) for p in workers.stdout.split() if int(p) != proc.pid)
+                os.kill(pids[-1], signal.SIGKILL)
+                break
+        rest, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
+    stdout = ''.join(lines) + rest
+    ref2 = losses(run(train_cmd(data, tmp_path / 'ref', '--max_iters=12', '--eval_interval=4',
+                                '--gradient_accumulation_steps=2', torchrun=2)).stdout)
+    final = losses(rest)
+    assert max(final) == 12 and min(final) in (5, 9)  # resumed after the iter-4 or iter-8 checkpoint
+    for it, loss in final.items():
+        assert loss == pytest.approx(ref2[it], rel=1e-5, abs=1e-6)
+    record('SIGKILL of one torchrun worker with --max-restarts=1, init_from=auto', 1,
+           f'the iterations after the last checkpoint (redone from iter {min(final) - 1})', stdout.count('iter '))
