@@ -27,7 +27,7 @@ def _unknown(key, defaults):
 
 def _coerce(key, value, default, raw=None):
     """The value in the default's type, or a one-line error."""
-    if default is None or value is None:
+    if default is None:
         return value
     if isinstance(default, bool):
         if isinstance(value, bool):
@@ -62,9 +62,12 @@ def configure(defaults, argv=None):
             except OSError:
                 _fail(f"config file {arg!r} not found (arguments are config files or --key=value)")
             namespace = {'__file__': arg}  # lets a config exec a base config next to it
-            exec(compile(source, arg, 'exec'), namespace)
+            try:
+                exec(compile(source, arg, 'exec'), namespace)
+            except Exception as e:  # a syntax error, a base config that is missing, ...
+                _fail(f"config file {arg!r} failed: {type(e).__name__}: {e}")
             for key, value in namespace.items():
-                if key.startswith('_') or type(value).__name__ in ('module', 'function', 'type'):
+                if key.startswith('_') or callable(value) or type(value).__name__ == 'module':
                     continue
                 if key not in defaults:
                     _unknown(key, defaults)

@@ -160,7 +160,8 @@ class CausalSelfAttention(nn.Module):
             if with_grad:  # route gradient-free pairs to detached copies (see Visibility)
                 k = torch.cat([k, k.detach()], dim=2)  # (B, nh, 2L, hs)
                 v = torch.cat([v, v.detach()], dim=2)  # (B, nh, 2L, hs)
-            if self.use_flex and dropout_p == 0.0 and cache is None:
+            # FlexAttention has no backward on CPU: there it serves inference (and tests) only
+            if self.use_flex and dropout_p == 0.0 and cache is None and (x.is_cuda or not torch.is_grad_enabled()):
                 y = flex_attention(q, k, v, vis.block_mask(x.device, with_grad))
             else:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=vis.mask(x.device, with_grad),
@@ -244,7 +245,7 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def set_attention_backend(self, use_flex):
-        """FlexAttention for masked layouts (CUDA, or CPU under compile) instead of dense-mask SDPA."""
+        """FlexAttention for masked layouts instead of dense-mask SDPA (on CPU: forward passes only)."""
         for block in self.transformer.h:
             block.attn.use_flex = use_flex
 

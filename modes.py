@@ -212,6 +212,8 @@ class Mode:
             delayed = (kind[None, :] == REASON) & (q_step > k_step) & (q_step <= k_step + self.cfg['reason_delay'])
             if self.cfg['reason_stopgrad']:
                 no_grad = causal & delayed  # seen in the forward pass, but no gradient flows back
+                if not no_grad.any():  # reason_delay=0: nothing to stop
+                    no_grad = None
             else:
                 hidden |= delayed
         if self.name == 'reflection' and self.cfg['reflect_hidden']:
