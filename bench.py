@@ -1,0 +1,390 @@
+"""
+Benchmark training steps or sampling across variants of one config: every speed and memory claim
+in this repo is measured with this script.
+
+    python bench.py config/train_shakespeare_char_cpu.py \
+        --variants="mode=standard; mode=pause; mode=reasoning,num_reason_tokens=1"
+    python bench.py config/train_gpt2.py --synthetic=True --task=sample --variants="kv_cache=True; kv_cache=False"
+
+Config works as in train.py (config files, then --key=value; every train.py key has its name there)
+plus the bench keys below. `variants` is a ';'-separated list of override sets, each
+`key=value,key=value`; the first is the baseline of the ratios. Every variant is measured `repeats`
+times, each time in a fresh process (so peak memory is clean and nothing carries over), in
+interleaved order (so slow drifts of the machine hit every variant alike); the report gives the
+median over the repeats, with min and max.
+
+task=train times train.train_step, the function train.py runs, over micro-batches made by
+train.train_batch (data loading included, as in train.py's ms/iter), after building the model,
+optimizer, GradScaler, autocast and torch.compile as train.py does. task=sample times
+modes.generate on a randomly initialised model (speed does not depend on the weights), eagerly
+and with dense-mask attention as sample.py runs it; variants that differ only in speed knobs
+(kv_cache, attention, compile) must give identical greedy output, and the report says if they do.
+"""
+
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+
+import train
+from configurator import configure
+from model import peak_flops_for
+from modes import Mode, generate, to_device
+
+BENCH_KEYS = dict(
+    variants='',  # 'key=value,key=value; key=value; ...'; '' = the config alone; the first is the baseline
+    repeats=5,  # measurements per variant, each in a fresh process
+    bench_iters=10,  # timed optimizer steps per measurement (task=train)
+    # untimed steps first: optimizer steps (train) or generated tokens (sample); they absorb
+    # torch.compile and allocator warmup. (Not `warmup_iters`: that is train.py's LR warmup,
+    # which config files set to 100s or 1000s.)
+    bench_warmup=3,
+    task='train',  # 'train' or 'sample'
+    synthetic=False,  # uniform random tokens of the dataset's vocab (also used when train.bin is missing)
+    json_out='',  # path for every raw measurement and the summaries as JSON
+    threads=0,  # torch threads in each measurement; 0 = torch's default
+    # task=sample: one timed generate per measurement; names and meanings as in sample.py
+    max_new_tokens=200,
+    prompt_len=16,  # random text tokens
+    num_samples=1,  # sequences generated together (the batch)
+    temperature=1.0,
+    top_k=200,
+    kv_cache=True,
+    num_pause_tokens=0,
+    num_reflect_tokens=1,
+)
+PARENT_KEYS = ('variants', 'repeats', 'task', 'json_out')  # one value for the whole run, never per variant
+SPEED_KNOBS = ('kv_cache', 'attention', 'compile')  # change speed, must not change greedy output
+RESULT_TAG = 'BENCH_RESULT '  # marks the child's one JSON line on stdout
+
+
+def fail(msg):
+    raise SystemExit(f"error: {msg}")
+
+
+# ---- one measurement, in a child process ------------------------------------------------------
+
+def runtime(c):
+    """(device, device_type, dtype name, autocast context) exactly as train.py derives them."""
+    device = c['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+    dtype = c['dtype'] or ('float32' if device_type == 'cpu' else
+                           'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
+    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+    autocast = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device, device_type, dtype, autocast
+
+
+def data_source(c):
+    """(data dir, text vocab, synthetic?): random tokens when asked to or when there is no data."""
+    data_dir = train.data_dir_of(c)
+    synthetic = c['synthetic'] or not os.path.exists(os.path.join(data_dir, 'train.bin'))
+    return data_dir, train.text_vocab_size_of(data_dir), synthetic
+
+
+class Timer:
+    """Wall time (the measurement) and this process's CPU time (a cross-check: on a CPU shared
+    with other processes, wall time grows with their load while CPU time mostly does not)."""
+
+    def __init__(self, device):
+        self.cuda = device.startswith('cuda')
+
+    def __enter__(self):
+        if self.cuda:  # wait for queued GPU work, so the timer measures work and not launches
+            torch.cuda.synchronize()
+        self.t0, self.p0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.ms = (time.perf_counter() - self.t0) * 1000
+        self.cpu_ms = (time.process_time() - self.p0) * 1000
+
+
+def machine(device):
+    if device.startswith('cuda'):
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        if os.path.exists('/proc/cpuinfo'):
+            with open('/proc/cpuinfo') as f:
+                name = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), name)
+    return f"{name}; torch {torch.__version__}; {torch.get_num_threads()} threads"
+
+
+def peak_memory(device):
+    """(bytes, what was measured): CUDA's allocator peak, or on CPU the whole process's peak RSS."""
+    if device.startswith('cuda'):
+        return torch.cuda.max_memory_allocated(device), 'CUDA max_memory_allocated'
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'peak RSS of the whole process (ru_maxrss)'
+
+
+def measure_train(c):
+    device, device_type, dtype, autocast = runtime(c)
+    data_dir, text_vocab, synthetic = data_source(c)
+    mode = Mode(c, text_vocab)
+    torch.manual_seed(c['seed'])
+    model = train.new_model(c, mode).to(device)
+    model.set_attention_backend(c['attention'] == 'flex' or (c['attention'] == 'auto' and device_type == 'cuda'))
+    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+    optimizer = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), device_type)
+    step_model = torch.compile(model) if c['compile'] else model
+    accum = c['gradient_accumulation_steps']
+
+    def batches(it):
+        """Lazily, like train.py: each micro-batch is made just before its forward pass."""
+        for micro in range(accum):
+            if not synthetic:
+                yield train.train_batch(c, mode, data_dir, it, micro, device)
+            else:  # train.train_batch with random text in place of get_chunk
+                gen = train.micro_batch_generator(c['seed'], it, micro)
+                chunk = torch.randint(text_vocab, (c['batch_size'], c['block_size'] + 1), generator=gen)
+                yield to_device(mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)), device)
+
+    step_ms, step_cpu_ms, nonfinite = [], [], 0
+    for it in range(c['bench_warmup'] + c['bench_iters']):
+        for group in optimizer.param_groups:
+            group['lr'] = train.lr_at(it, c)
+        with Timer(device) as t:
+            _, finite, _ = train.train_step(step_model, optimizer, scaler, batches(it), accum, autocast,
+                                            c['grad_clip'], False)
+        if it >= c['bench_warmup']:
+            step_ms.append(t.ms)
+            step_cpu_ms.append(t.cpu_ms)
+            nonfinite += not finite  # a skipped update is faster: the report flags it
+    mem, mem_kind = peak_memory(device)
+    return dict(step_ms=step_ms, step_cpu_ms=step_cpu_ms, ms=statistics.median(step_ms),
+                cpu_ms=statistics.median(step_cpu_ms), nonfinite=nonfinite, peak_mem=mem, mem_kind=mem_kind,
+                text_per_iter=accum * c['batch_size'] * c['block_size'],
+                slots_per_text=mode.slots_per_text_token(c['block_size']),
+                flops_per_text=mode.flops_per_text_token(model, c['block_size']),
+                peak_flops=peak_flops_for(device, c['peak_flops']),
+                params=model.get_num_params(), synthetic=synthetic, text_vocab=text_vocab,
+                device=device, dtype=dtype, machine=machine(device))
+
+
+def measure_sample(c, greedy):
+    device, _, dtype, autocast = runtime(c)
+    _, text_vocab, _ = data_source(c)
+    mode = Mode(c, text_vocab)
+    torch.manual_seed(c['seed'])  # the same weights and prompt in every variant of the same shape
+    model = train.new_model(c, mode).to(device).eval()
+    gen = torch.Generator(device=device).manual_seed(c['seed'])
+    prompt = torch.randint(text_vocab, (c['num_samples'], c['prompt_len']), generator=gen, device=device)
+
+    def run(n, temperature, top_k):
+        with autocast:
+            return generate(model, mode, prompt, n, temperature=temperature, top_k=top_k,
+                            kv_cache=c['kv_cache'], generator=gen)
+
+    run(c['bench_warmup'], c['temperature'], c['top_k'])
+    with Timer(device) as t:
+        run(c['max_new_tokens'], c['temperature'], c['top_k'])
+    mem, mem_kind = peak_memory(device)  # before the greedy run, which is not part of the measurement
+    greedy_ids = run(c['max_new_tokens'], 0.0, None)[:, c['prompt_len']:].tolist() if greedy else None
+    return dict(ms=t.ms / c['max_new_tokens'], cpu_ms=t.cpu_ms / c['max_new_tokens'], seconds=t.ms / 1000,
+                peak_mem=mem, mem_kind=mem_kind,
+                tokens=c['num_samples'] * c['max_new_tokens'], greedy=greedy_ids,
+                params=model.get_num_params(), text_vocab=text_vocab, device=device, dtype=dtype,
+                machine=machine(device))
+
+
+def child_main(payload):
+    c = payload['config']
+    if c['threads']:
+        torch.set_num_threads(c['threads'])
+    result = measure_train(c) if c['task'] == 'train' else measure_sample(c, payload['greedy'])
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+# ---- the parent: variants, scheduling, report -------------------------------------------------
+
+def parse_variants(c):
+    """[(name, overrides, config)]; just the config itself when `variants` is empty."""
+    out = []
+    for spec in [s.strip() for s in c['variants'].split(';') if s.strip()] or ['']:
+        overrides = ['--' + kv.strip() for kv in spec.split(',') if kv.strip()]
+        for o in overrides:
+            if o[2:].split('=', 1)[0] in PARENT_KEYS:
+                fail(f"variant {spec!r} sets {o[2:]!r}: {', '.join(PARENT_KEYS)} apply to the whole run")
+        cfg = configure(c, overrides)
+        try:  # a bad mode or layout setting fails here in one line, not in every child
+            Mode(cfg, train.text_vocab_size_of(train.data_dir_of(cfg)))
+        except ValueError as e:
+            fail(f"{spec or 'the config'}: {e}")
+        out.append((spec or '(config)', overrides, cfg))
+    return out
+
+
+def run_child(config, greedy):
+    """One measurement in a fresh interpreter: (result dict, None) or (None, error text)."""
+    payload = json.dumps(dict(config=config, greedy=greedy))
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), f'--_child={payload}'],
+                          capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        return None, f"exit code {proc.returncode}; stderr tail:\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len(RESULT_TAG):]), None
+
+
+def summarize(task, runs, baseline):
+    """Medians over the repeats. A repeat's own value is its median step time (robust to a stray
+    slow step: a GC pause, a neighbour process), or its ms per generated token."""
+    ms = [r['ms'] for r in runs]
+    first = runs[0]
+    s = dict(ms_median=statistics.median(ms), ms_min=min(ms), ms_max=max(ms),
+             cpu_ms_median=statistics.median(r['cpu_ms'] for r in runs),
+             peak_mem_max=max(r['peak_mem'] for r in runs))
+    s['ratio'] = s['ms_median'] / baseline['ms_median'] if baseline else None
+    s['cpu_ratio'] = s['cpu_ms_median'] / baseline['cpu_ms_median'] if baseline else None
+    if task == 'train':
+        s['text_tps'] = first['text_per_iter'] / (s['ms_median'] / 1000)
+        s['slot_tps'] = s['text_tps'] * first['slots_per_text']
+        s['mfu'] = first['flops_per_text'] * s['text_tps'] / first['peak_flops'] if first['peak_flops'] else None
+        s['nonfinite_steps'] = sum(r['nonfinite'] for r in runs)
+    else:
+        s['text_tps'] = first['tokens'] / (statistics.median(r['seconds'] for r in runs))
+    return s
+
+
+def same_output_groups(variants):
+    """Lists (2 or more) of variant indices whose configs differ only in SPEED_KNOBS."""
+    groups = {}
+    for i, (_, _, cfg) in enumerate(variants):
+        key = json.dumps({k: v for k, v in cfg.items() if k not in SPEED_KNOBS}, sort_keys=True)
+        groups.setdefault(key, []).append(i)
+    return [m for m in groups.values() if len(m) > 1]
+
+
+def greedy_verdicts(variants, results):
+    """{variant index: 'yes' / 'no (...)'}: is its greedy output that of its group's first variant?"""
+    verdict = {}
+    for members in same_output_groups(variants):
+        outputs = [next((r['greedy'] for r in results[i] if r['greedy'] is not None), None) for i in members]
+        if any(o is None for o in outputs):
+            continue  # a crashed variant: nothing to compare
+        ref = outputs[0]
+        for i, out in zip(members, outputs):
+            if out == ref:
+                verdict[i] = 'yes'
+            else:
+                diff = next((t for t, (a, b) in enumerate(zip(sum(ref, []), sum(out, []))) if a != b), None)
+                verdict[i] = f"no (first difference at token {diff})"
+    return verdict
+
+
+def fmt_mem(n):
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def fmt_ratio(r):
+    return 'n/a (baseline failed)' if r is None else f"{r:.2f}x"
+
+
+def report(c, variants, errors, summaries, verdict, command, load, info):
+    train_task = c['task'] == 'train'
+    if info:
+        print(f"\nmachine: {info['machine']}; device {info['device']}, {info['dtype']}; load average "
+              f"{load:.2f} at start, {os.getloadavg()[0]:.2f} at end (other processes skew wall times)")
+        print(f"peak memory: {info['mem_kind']}, max over repeats")
+    print(f"command: {command}")
+    if info and train_task:
+        data = 'synthetic random tokens' if info['synthetic'] else train.data_dir_of(c)
+        print(f"train: {info['params'] / 1e6:.2f}M params, batch {c['batch_size']} x block {c['block_size']} x "
+              f"accum {c['gradient_accumulation_steps']}, vocab {info['text_vocab']}, data: {data}, "
+              f"compile={c['compile']}; {c['repeats']} repeats x {c['bench_iters']} timed steps "
+              f"(+{c['bench_warmup']} warmup)")
+    elif info:
+        print(f"sample: {info['params'] / 1e6:.2f}M params, vocab {info['text_vocab']}, prompt {c['prompt_len']}, "
+              f"{c['max_new_tokens']} new tokens x {c['num_samples']} samples, temperature {c['temperature']}, "
+              f"top_k {c['top_k']}; {c['repeats']} repeats")
+    unit = 'ms/iter' if train_task else 'ms/token'
+    cols = ['variant', f'{unit} median', 'min', 'max', 'vs baseline', 'text tok/s']
+    cols += ['slot tok/s', 'peak mem', 'MFU'] if train_task else ['peak mem', 'greedy identical']
+    cols += [f'CPU-time {unit}', 'CPU-time vs baseline']
+    print('\n| ' + ' | '.join(cols) + ' |\n|' + '---|' * len(cols))
+    for i, (name, _, _) in enumerate(variants):
+        s = summaries[i]
+        if s is None:
+            print(f"| {name} | FAILED |" + ' |' * (len(cols) - 2))
+            continue
+        cells = [name, f"{s['ms_median']:.2f}", f"{s['ms_min']:.2f}", f"{s['ms_max']:.2f}", fmt_ratio(s['ratio']),
+                 f"{s['text_tps']:,.0f}"]
+        if train_task:
+            cells += [f"{s['slot_tps']:,.0f}", fmt_mem(s['peak_mem_max']),
+                      f"{100 * s['mfu']:.1f}%" if s['mfu'] is not None else 'n/a']
+        else:
+            cells += [fmt_mem(s['peak_mem_max']), verdict.get(i, '-')]
+        cells += [f"{s['cpu_ms_median']:.2f}", fmt_ratio(s['cpu_ratio'])]
+        print('| ' + ' | '.join(cells) + ' |')
+    for i, (name, _, _) in enumerate(variants):
+        if summaries[i] and summaries[i].get('nonfinite_steps'):
+            print(f"warning: {name}: {summaries[i]['nonfinite_steps']} timed steps had a non-finite loss "
+                  f"or gradient and skipped the update")
+        for err in errors[i]:
+            print(f"\n{name} crashed: {err}")
+
+
+def main(argv):
+    command = ' '.join(shlex.quote(a) for a in ['python', sys.argv[0], *argv])
+    c = configure({**train.DEFAULTS, **BENCH_KEYS}, argv)
+    if c['task'] not in ('train', 'sample'):
+        fail(f"task={c['task']!r} must be 'train' or 'sample'")
+    if c['repeats'] < 1 or c['bench_iters'] < 1 or c['bench_warmup'] < 0 or c['max_new_tokens'] < 1:
+        fail("repeats, bench_iters and max_new_tokens must be >= 1, bench_warmup >= 0")
+    variants = parse_variants(c)
+    n = len(variants)
+    load = os.getloadavg()[0]
+    # only variants that should match another's output need the extra greedy run
+    greedy_needed = {i for m in same_output_groups(variants) for i in m} if c['task'] == 'sample' else set()
+
+    results, errors = [[] for _ in variants], [[] for _ in variants]
+    for rep in range(c['repeats']):
+        # round robin, starting one variant later each round: no variant always runs first
+        for i in [(rep + k) % n for k in range(n)]:
+            name, _, cfg = variants[i]
+            if errors[i]:
+                continue  # it crashed once; the same config would crash again
+            result, err = run_child(cfg, greedy=rep == 0 and i in greedy_needed)
+            if err:
+                errors[i].append(err)
+                print(f"[{name}] repeat {rep + 1}: CRASHED", flush=True)
+            else:
+                results[i].append(result)
+                unit = 'iter' if c['task'] == 'train' else 'token'
+                print(f"[{name}] repeat {rep + 1}: {result['ms']:.2f} ms/{unit} ({result['cpu_ms']:.2f} CPU-time ms)",
+                      flush=True)
+
+    base = summarize(c['task'], results[0], None) if results[0] else None
+    summaries = [summarize(c['task'], r, base) if r else None for r in results]
+    verdict = greedy_verdicts(variants, results) if c['task'] == 'sample' else {}
+    info = next((r[0] for r in results if r), None)  # what every measurement shares: machine, sizes
+    report(c, variants, errors, summaries, verdict, command, load, info)
+
+    if c['json_out']:
+        with open(c['json_out'], 'w') as f:
+            json.dump(dict(command=command, task=c['task'], config=c, variants=[
+                dict(name=name, overrides=ov, measurements=results[i], summary=summaries[i],
+                     greedy_identical=verdict.get(i), errors=errors[i])
+                for i, (name, ov, _) in enumerate(variants)]), f, indent=1)
+    if any(errors):
+        raise SystemExit(1)
+
+
+if __name__ == '__main__':
+    if len(sys.argv) == 2 and sys.argv[1].startswith('--_child='):
+        child_main(json.loads(sys.argv[1][len('--_child='):]))
+    else:
+        main(sys.argv[1:])

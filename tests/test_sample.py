@@ -1,0 +1,269 @@
+"""
+Sampling: the KV cache gives the uncached logits in every mode, the cached logits are those of one
+full forward pass over the inference layout, and sample.py works end to end from a trained run.
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from model import GPT, GPTConfig, pad_vocab
+from modes import NUM_SPECIAL_TOKENS, Mode, generate
+from train import DEFAULTS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEXT_VOCAB = 40
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """Tiny models: a second thread saves little, and spins badly when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+# (id, layout config overrides, inference knobs)
+MODES = [
+    ('standard', dict(mode='standard'), {}),
+    ('pause-M3', dict(mode='pause'), dict(num_pause_tokens=3)),
+    ('reflection-R2', dict(mode='reflection'), dict(num_reflect_tokens=2)),
+    ('reflection-R2-hidden', dict(mode='reflection', reflect_hidden=True), dict(num_reflect_tokens=2)),
+    ('reflection-R2-repeat', dict(mode='reflection', reflect_repeat=True), dict(num_reflect_tokens=2)),
+    ('reasoning-N1', dict(mode='reasoning', num_reason_tokens=1), {}),
+    ('reasoning-N2', dict(mode='reasoning', num_reason_tokens=2), {}),
+    ('reasoning-N2-delay2', dict(mode='reasoning', num_reason_tokens=2, reason_delay=2), {}),
+    ('reasoning-N1-delay2', dict(mode='reasoning', num_reason_tokens=1, reason_delay=2), {}),
+    ('reasoning-N2-stopgrad', dict(mode='reasoning', num_reason_tokens=2, reason_stopgrad=True), {}),
+]
+
+
+def tiny(layout, knobs, n_positions):
+    """A tiny random model and its mode; weights larger than GPT-2's init so greedy picks are clear."""
+    mode = Mode({**DEFAULTS, **layout, **knobs}, TEXT_VOCAB)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_positions=n_positions, vocab_size=pad_vocab(TEXT_VOCAB + NUM_SPECIAL_TOKENS),
+                          n_layer=2, n_head=2, n_embd=32, n_slot_embd=mode.num_reason))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and name != 'transformer.wse.weight':
+                p.normal_(0.0, 0.3)
+    return model.eval(), mode
+
+
+def prompt(B=2, P=5, seed=1):
+    return torch.randint(TEXT_VOCAB, (B, P), generator=torch.Generator().manual_seed(seed))
+
+
+# cropped: prompt + generated text outgrows the position table, so the window slides and the
+# cache is rebuilt (reflection with R=2 has 3 slots per token: 16 positions hold 5 tokens)
+@pytest.mark.parametrize('n_positions,new', [(64, 12), (16, 24)], ids=['fits', 'cropped'])
+@pytest.mark.parametrize('layout,knobs', [m[1:] for m in MODES], ids=[m[0] for m in MODES])
+def test_kv_cache_matches_recompute(layout, knobs, n_positions, new):
+    model, mode = tiny(layout, knobs, n_positions)
+    x = prompt()
+    out_c, logits_c = generate(model, mode, x, new, temperature=0, kv_cache=True, return_logits=True)
+    out_r, logits_r = generate(model, mode, x, new, temperature=0, kv_cache=False, return_logits=True)
+    assert torch.equal(out_c, out_r)
+    assert torch.equal(out_c[:, :x.size(1)], x)
+    assert bool((out_c < TEXT_VOCAB).all())  # special tokens are never sampled
+    assert torch.isinf(logits_c[..., TEXT_VOCAB:]).all() and torch.isinf(logits_r[..., TEXT_VOCAB:]).all()
+    torch.testing.assert_close(logits_c[..., :TEXT_VOCAB], logits_r[..., :TEXT_VOCAB], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('layout,knobs', [m[1:] for m in MODES], ids=[m[0] for m in MODES])
+def test_cached_logits_equal_full_forward(layout, knobs):
+    model, mode = tiny(layout, knobs, 64)
+    x, new = prompt(P=4), 10
+    out, logits = generate(model, mode, x, new, temperature=0, kv_cache=True, return_logits=True)
+    P, n_text = x.size(1), x.size(1) + new - 1  # the last sampled token is never fed back
+    text = out[:, :n_text]
+    lay = mode.layout(mode.inference_counts(n_text, P))
+    assert len(lay) > n_text or mode.name == 'standard'  # the thinking slots are really there
+    with torch.no_grad():
+        full, _ = model(idx=lay.inputs(text), pos=lay.pos, slot=lay.slot, vis=lay.vis,
+                        predict=lay.eval_slots[P - 1:])
+    assert full.shape[1] == new
+    torch.testing.assert_close(logits[..., :TEXT_VOCAB], full[..., :TEXT_VOCAB], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('layout,knobs', [m[1:] for m in MODES], ids=[m[0] for m in MODES])
+def test_prompt_cropped_to_positions_samples_the_same(layout, knobs):
+    """sample.py hands generate only the last n_positions prompt tokens (no more can fit)."""
+    model, mode = tiny(layout, knobs, 16)
+    x, new = prompt(P=40), 6
+    full = generate(model, mode, x, new, temperature=0)
+    tail = generate(model, mode, x[:, -16:], new, temperature=0)
+    assert torch.equal(full[:, -new:], tail[:, -new:])
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    model, mode = tiny(dict(mode='reasoning', num_reason_tokens=2), {}, 64)
+    runs = [generate(model, mode, prompt(), 20, temperature=1.0, top_k=10, kv_cache=kv,
+                     generator=torch.Generator().manual_seed(7)) for kv in (True, True, False)]
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+
+
+# ---- sample.py end to end ---------------------------------------------------------------------
+
+PROMPT = 'ROMEO:\nWhat say you'
+
+
+def run(*args):
+    env = {**os.environ,
+           'TIKTOKEN_CACHE_DIR': os.environ.get('TIKTOKEN_CACHE_DIR', os.path.join(REPO, '..', 'shared', 'data', 'tiktoken_cache')),
+           # one thread, as in this process (see one_thread)
+           'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+
+
+def one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope='module')
+def trained(char_data, tmp_path_factory):
+    """trained(mode) -> out_dir of a 10-iteration run of the CPU recipe (reasoning: N=2), made once."""
+    runs = {}
+
+    def get(mode):
+        if mode not in runs:
+            out = tmp_path_factory.mktemp(f'out-{mode}')
+            extra = ['--num_reason_tokens=2'] if mode == 'reasoning' else []
+            proc = run('train.py', 'config/train_shakespeare_char_cpu.py', f'--data_dir={char_data}',
+                       f'--out_dir={out}', '--max_iters=10', '--eval_interval=10', '--eval_iters=2',
+                       '--log_interval=5', '--always_save_checkpoint=True', f'--mode={mode}', *extra)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            assert (out / 'ckpt.pt').exists()
+            runs[mode] = out
+        return runs[mode]
+    return get
+
+
+def samples(stdout):
+    parts = stdout.split('---------------\n')
+    assert parts[-1] == ''
+    return parts[:-1]
+
+
+@pytest.mark.parametrize('mode', ['standard', 'reasoning'])
+def test_sample_cli(trained, mode):
+    args = ['sample.py', f'--out_dir={trained(mode)}', f'--start={PROMPT}', '--max_new_tokens=50', '--num_samples=2']
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = samples(proc.stdout)
+    assert len(got) == 2
+    for s in got:
+        assert s.startswith(PROMPT) and len(s) == len(PROMPT) + 50 + 1  # + print's newline
+    # the plain recompute path samples the same text from the same seed (temperature 0.8)
+    proc = run(*args, '--kv_cache=False')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert samples(proc.stdout) == got
+
+
+def test_sample_cli_errors(trained, tmp_path):
+    """The error cases through the CLI: a non-zero exit and one line on stderr, no traceback."""
+    base = ['sample.py', '--max_new_tokens=5', '--num_samples=1']
+    msg = one_line_error(run(*base, f'--out_dir={trained("standard")}', '--start=ROMEO: Zounds~'), 'outside')
+    assert "'Z'" in msg and "'~'" in msg
+    one_line_error(run(*base, f'--out_dir={trained("reasoning")}', '--num_reason_tokens=3'),
+                   'num_reason_tokens=3', '0..2')
+    one_line_error(run(*base, f'--out_dir={tmp_path}'), 'no checkpoint')
+
+
+def sample_main(capsys, *argv):
+    """sample.py in this process (no interpreter start-up): its samples."""
+    import sample
+    sample.main(list(argv))
+    return samples(capsys.readouterr().out)
+
+
+def test_sample_fewer_reasoning_tokens(trained, capsys):
+    """Fewer reasoning tokens than trained work (0 = plain text); the default is the checkpoint's N."""
+    args = [f'--out_dir={trained("reasoning")}', '--start=ROMEO:', '--max_new_tokens=30', '--num_samples=2']
+    runs = [sample_main(capsys, *args, f'--num_reason_tokens={n}') for n in (0, 1, 2)]
+    assert all(len(r) == 2 and all(s.startswith('ROMEO:') for s in r) for r in runs)
+    assert runs[2] == sample_main(capsys, *args)
+
+
+@pytest.mark.parametrize('mode', ['standard', 'reasoning'])
+def test_sample_long_prompt(trained, mode, char_data, tmp_path, capsys):
+    """A prompt longer than the model's 64 positions is cropped to the most recent text."""
+    with open(char_data / 'meta.pkl', 'rb') as f:
+        itos = pickle.load(f)['itos']
+    long_prompt = ''.join(itos[i] for i in np.fromfile(char_data / 'train.bin', dtype=np.uint16)[:300].tolist())
+    path = tmp_path / 'prompt.txt'
+    path.write_text(long_prompt)
+    got = []
+    for kv in (True, False):
+        (s,) = sample_main(capsys, f'--out_dir={trained(mode)}', f'--start=FILE:{path}', '--max_new_tokens=20',
+                           '--num_samples=1', f'--kv_cache={kv}')
+        assert s.startswith(long_prompt) and len(s) == len(long_prompt) + 20 + 1
+        got.append(s)
+    assert got[0] == got[1]
+
+
+@pytest.mark.parametrize('argv,needle', [
+    (['--num_reason_tokens=1'], 'num_reason_tokens=1 must be in 0..0'),
+    (['--num_pause_tokens=4'], 'num_pause_tokens applies to pause-mode'),
+    (['--num_reflect_tokens=2'], 'num_reflect_tokens applies to reflection-mode'),
+    (['--start=FILE:/nonexistent/prompt.txt'], 'cannot read the prompt file'),
+    (['--start='], 'prompt is empty'),
+    (['--init_from=gpt3'], "init_from='gpt3'"),
+    (['--dtype=float8'], 'dtype'),
+])
+def test_sample_errors_in_process(trained, argv, needle):
+    import sample
+    with pytest.raises(SystemExit) as e:
+        sample.main([f'--out_dir={trained("standard")}', '--max_new_tokens=5', *argv])
+    assert str(e.value).startswith('error: ') and needle in str(e.value), str(e.value)
+    assert '\n' not in str(e.value)
+
+
+def fake_run(out, char_data, **layout):
+    """An untrained checkpoint as train.py writes it, for the inference knobs of other modes."""
+    import pickle as pkl
+    from dataclasses import asdict
+    import train
+    with open(char_data / 'meta.pkl', 'rb') as f:
+        text_vocab = pkl.load(f)['vocab_size']
+    config = {**DEFAULTS, 'data_dir': str(char_data), 'n_layer': 1, 'n_head': 2, 'n_embd': 16,
+              'block_size': 32, **layout}
+    model = train.new_model(config, Mode(config, text_vocab))
+    out.mkdir()
+    torch.save({'model': model.state_dict(), 'model_args': asdict(model.config), 'config': config,
+                'text_vocab_size': text_vocab}, out / 'ckpt.pt')
+    return out
+
+
+@pytest.mark.parametrize('layout,knob,attr', [
+    (dict(mode='pause', pause_rate=0.25), '--num_pause_tokens=5', 'num_pause_tokens'),
+    (dict(mode='reflection'), '--num_reflect_tokens=3', 'num_reflect_tokens'),
+    (dict(mode='reflection', reflect_hidden=True), '--num_reflect_tokens=0', 'num_reflect_tokens'),
+])
+def test_sample_inference_knobs_reach_the_mode(char_data, tmp_path, monkeypatch, capsys, layout, knob, attr):
+    import sample
+    out = fake_run(tmp_path / 'run', char_data, **layout)
+    seen = []
+
+    def spy(model, mode, *args, **kwargs):
+        seen.append(mode)
+        return generate(model, mode, *args, **kwargs)
+    monkeypatch.setattr(sample, 'generate', spy)
+    got = sample_main(capsys, f'--out_dir={out}', '--start=ROMEO:', '--max_new_tokens=10', '--num_samples=2', knob)
+    assert len(got) == 2 and all(s.startswith('ROMEO:') for s in got)
+    (mode,) = seen
+    assert mode.name == layout['mode'] and getattr(mode, attr) == int(knob.split('=')[1])
+    assert mode.cfg['reflect_hidden'] == layout.get('reflect_hidden', False)
+    with pytest.raises(SystemExit, match='too few'):  # more thinking slots than positions
+        sample.main([f'--out_dir={out}', f"{knob.split('=')[0]}=100"])
