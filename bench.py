@@ -58,7 +58,6 @@ BENCH_KEYS = dict(
     temperature=1.0,
     top_k=200,
     kv_cache=True,
-    num_pause_tokens=0,
     num_reflect_tokens=1,
 )
 PARENT_KEYS = ('variants', 'repeats', 'task', 'json_out')  # one value for the whole run, never per variant
@@ -134,7 +133,7 @@ def peak_memory(device):
 def measure_train(c):
     device, device_type, dtype, autocast = runtime(c)
     data_dir, text_vocab, synthetic = data_source(c)
-    mode = Mode(c, text_vocab)
+    mode = Mode(c, text_vocab, train.records_of(data_dir))
     torch.manual_seed(c['seed'])
     model = train.new_model(c, mode).to(device)
     model.set_attention_backend(c['attention'] == 'flex' or (c['attention'] == 'auto' and device_type == 'cuda'))
@@ -177,8 +176,8 @@ def measure_train(c):
 
 def measure_sample(c, greedy):
     device, _, dtype, autocast = runtime(c)
-    _, text_vocab, _ = data_source(c)
-    mode = Mode(c, text_vocab)
+    data_dir, text_vocab, _ = data_source(c)
+    mode = Mode(c, text_vocab, train.records_of(data_dir))
     torch.manual_seed(c['seed'])  # the same weights and prompt in every variant of the same shape
     model = train.new_model(c, mode).to(device).eval()
     gen = torch.Generator(device=device).manual_seed(c['seed'])
@@ -221,7 +220,8 @@ def parse_variants(c):
                 fail(f"variant {spec!r} sets {o[2:]!r}: {', '.join(PARENT_KEYS)} apply to the whole run")
         cfg = configure(c, overrides)
         try:  # a bad mode or layout setting fails here in one line, not in every child
-            Mode(cfg, train.text_vocab_size_of(train.data_dir_of(cfg)))
+            data_dir = train.data_dir_of(cfg)
+            Mode(cfg, train.text_vocab_size_of(data_dir), train.records_of(data_dir))
         except ValueError as e:
             fail(f"{spec or 'the config'}: {e}")
         out.append((spec or '(config)', overrides, cfg))

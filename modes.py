@@ -21,7 +21,7 @@ batch and every head.
 """
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from dataclasses import dataclass
 from typing import Optional
 
@@ -36,8 +36,12 @@ NUM_SPECIAL_TOKENS = 2  # <pause>, <reflect>: ids text_vocab_size and text_vocab
 
 # the config keys that define a mode's layout (saved in checkpoints, checked on resume)
 LAYOUT_KEYS = ('mode', 'pause_rate', 'reflect_rate', 'reflect_hidden', 'reflect_repeat',
-               'num_reason_tokens', 'reason_delay', 'reason_stopgrad')
+               'num_reason_tokens', 'reason_delay', 'reason_stopgrad', 'answer_only', 'num_pause_tokens')
 EVAL_SEED = 1234  # insertion patterns for evaluation: the same in every eval of every run
+
+# A dataset of fixed-width prompt/answer records (data/arithmetic): each record is prompt_len
+# characters ending in '=', answer_len answer characters, then a newline.
+Records = namedtuple('Records', 'record_len prompt_len answer_len')
 
 
 def special_token_ids(text_vocab_size):
@@ -77,12 +81,12 @@ class Layout:
 class Mode:
     """Layouts for one mode and its settings (the LAYOUT_KEYS of a config)."""
 
-    def __init__(self, config, text_vocab_size):
+    def __init__(self, config, text_vocab_size, records=None):
         self.name = config['mode']
         if self.name not in MODES:
             raise ValueError(f"mode={self.name!r} is not one of {', '.join(MODES)}")
         self.cfg = {k: config[k] for k in LAYOUT_KEYS}
-        self.num_pause_tokens = int(config.get('num_pause_tokens', 0))
+        self.num_pause_tokens = int(self.cfg['num_pause_tokens'])
         self.num_reflect_tokens = int(config.get('num_reflect_tokens', 1))
         self.text_vocab_size = text_vocab_size
         ids = special_token_ids(text_vocab_size)
@@ -99,20 +103,37 @@ class Mode:
         self.num_reason = self.cfg['num_reason_tokens'] if self.name == 'reasoning' else 0
         if self.num_reason < 0 or self.cfg['reason_delay'] < 0:
             raise ValueError("num_reason_tokens and reason_delay must be >= 0")
+        # answer_only: batches are whole records with the loss on answers only; pause mode then
+        # puts num_pause_tokens pauses after every prompt (pause finetuning) instead of at random
+        self.records = records if self.cfg['answer_only'] else None
+        if self.cfg['answer_only'] and records is None:
+            raise ValueError("answer_only=True needs a dataset of prompt/answer records "
+                             "(meta.pkl with record_len, prompt_len, answer_len), e.g. data/arithmetic")
+        self.pauses_after_prompts = self.name == 'pause' and self.records is not None
         self._layouts = OrderedDict()
 
     # ---- how many extras follow each text token -------------------------------------------
 
     def num_inserted(self, block_size):
-        """Extra slots a training sequence of block_size text tokens gets from random insertion."""
+        """Pause/reflection slots a training sequence of block_size text tokens gets."""
+        if self.pauses_after_prompts:
+            return self.num_pause_tokens * (block_size // self.records.record_len)
         return round(self.rate * block_size)
+
+    @property
+    def chunk_align(self):
+        """Training and eval chunks start at multiples of this (record boundaries for answer_only)."""
+        return 1 if self.records is None else self.records.record_len
 
     def train_counts(self, block_size, generator):
         """(T,) extras per text token for one training batch."""
         if self.name == 'reasoning':
             return torch.full((block_size,), self.num_reason, dtype=torch.long)
-        n = self.num_inserted(block_size)
         counts = torch.zeros(block_size, dtype=torch.long)
+        if self.pauses_after_prompts:  # chunks start at a record: every prompt's '=' is at the same offset
+            counts[self.records.prompt_len - 1::self.records.record_len] = self.num_pause_tokens
+            return counts
+        n = self.num_inserted(block_size)
         if n == 0:
             return counts
         # n extras at uniformly random slots of the final layout, never before the first text
@@ -126,7 +147,7 @@ class Mode:
 
     def eval_variants(self, block_size):
         """{name: counts generator} for evaluation; insertion modes also report clean text."""
-        if self.name in ('pause', 'reflection') and self.num_inserted(block_size) > 0:
+        if self.name in ('pause', 'reflection') and not self.pauses_after_prompts and self.num_inserted(block_size) > 0:
             return {'': self.train_counts, 'clean': lambda T, g: torch.zeros(T, dtype=torch.long)}
         return {'': self.train_counts}
 
@@ -233,13 +254,23 @@ class Mode:
         lay = self.layout(counts)
         predict = lay.loss_slots
         tgt = lay.tgt if predict is None else lay.tgt[predict]
-        return self._batch(chunk, lay, predict, chunk[:, tgt])
+        return self._batch(chunk, lay, predict, self._targets(chunk, tgt))
 
     def eval_batch(self, chunk, counts):
         """chunk (B, T+1) text -> model kwargs whose loss is the mean loss per text token."""
         lay = self.layout(counts)
         predict = lay.eval_slots
-        return self._batch(chunk, lay, predict, chunk[:, 1:])
+        return self._batch(chunk, lay, predict, self._targets(chunk, torch.arange(1, chunk.size(1))))
+
+    def _targets(self, chunk, index):
+        """The text tokens at chunk positions `index` as targets; with answer_only, -1 (no loss)
+        wherever the target is not an answer character."""
+        targets = chunk[:, index]
+        if self.records is None:
+            return targets
+        offset = index % self.records.record_len  # chunks start at a record boundary
+        is_answer = (offset >= self.records.prompt_len) & (offset < self.records.prompt_len + self.records.answer_len)
+        return torch.where(is_answer, targets, -1)
 
     def _batch(self, chunk, lay, predict, targets):
         if len(lay) == lay.counts.numel() and lay.vis is None:

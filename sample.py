@@ -38,7 +38,7 @@ DEFAULTS = dict(
     kv_cache=True,  # False recomputes the whole layout every step (same logits, slower)
     # inference layout (see modes.Mode.inference_counts)
     num_reason_tokens=-1,  # reasoning slots after every token: 0 .. the checkpoint's N; -1 = its N
-    num_pause_tokens=0,  # <pause> slots after the prompt (pause-mode checkpoints); try ~10
+    num_pause_tokens=-1,  # <pause> slots after the prompt (pause-mode checkpoints); -1 = the checkpoint's (0 unless finetuned with pauses)
     num_reflect_tokens=1,  # <reflect> slots after every token (reflection-mode checkpoints)
 )
 GPT2_MODELS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
@@ -77,18 +77,20 @@ def inference_mode(c, config, text_vocab, n_positions):
     if not 0 <= n <= trained_n:
         fail(f"num_reason_tokens={n} must be in 0..{trained_n}: the checkpoint was trained "
              f"with {trained_n} reasoning tokens (mode {name})")
+    pauses = config['num_pause_tokens'] if c['num_pause_tokens'] == -1 else c['num_pause_tokens']
     # knobs for another mode would be silently ignored: say so instead
-    if c['num_pause_tokens'] != 0 and name != 'pause':
+    if pauses != 0 and name != 'pause':
         fail(f"num_pause_tokens applies to pause-mode checkpoints, this one is mode {name}")
     if c['num_reflect_tokens'] != 1 and name != 'reflection':
         fail(f"num_reflect_tokens applies to reflection-mode checkpoints, this one is mode {name}")
-    if c['num_pause_tokens'] < 0 or c['num_reflect_tokens'] < 0:
+    if pauses < 0 or c['num_reflect_tokens'] < 0:
         fail("num_pause_tokens and num_reflect_tokens must be >= 0")
     # the layout of one text token (plus the pauses) must fit the position table
-    if c['num_pause_tokens'] + 1 > n_positions or c['num_reflect_tokens'] + 1 > n_positions:
+    if pauses + 1 > n_positions or c['num_reflect_tokens'] + 1 > n_positions:
         fail(f"the model has {n_positions} positions: too few for that many thinking tokens")
     layout = {k: config[k] for k in LAYOUT_KEYS}
-    return Mode({**layout, 'num_reason_tokens': n, 'num_pause_tokens': c['num_pause_tokens'],
+    # answer_only shapes training batches only; generation builds its layout from the knobs here
+    return Mode({**layout, 'answer_only': False, 'num_reason_tokens': n, 'num_pause_tokens': pauses,
                  'num_reflect_tokens': c['num_reflect_tokens']}, text_vocab)
 
 

@@ -12,6 +12,7 @@ patterns are a function of (seed, iteration, micro-step), so they need no saved 
 """
 
 import glob
+import json
 import math
 import os
 import pickle
@@ -28,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
 from model import GPT, GPTConfig, pad_vocab, peak_flops_for
-from modes import EVAL_SEED, LAYOUT_KEYS, NUM_SPECIAL_TOKENS, Mode, special_token_ids, to_device
+from modes import EVAL_SEED, LAYOUT_KEYS, NUM_SPECIAL_TOKENS, Mode, Records, special_token_ids, to_device
 
 DEFAULTS = dict(
     # I/O
@@ -40,7 +41,9 @@ DEFAULTS = dict(
     always_save_checkpoint=True,  # else save only when val loss improves
     keep_checkpoints=1,  # also keep the last N checkpoints as ckpt-<iter>.pt (1 = only ckpt.pt)
     on_nonfinite='stop',  # a NaN/inf loss or gradient: 'stop' the run, or 'skip' that update
-    init_from='scratch',  # 'scratch', 'resume', 'auto' (resume if out_dir has a checkpoint), 'gpt2*' or a HF dir
+    # 'scratch', 'resume', 'auto' (resume if out_dir has a checkpoint), 'gpt2*', a HF model dir, or
+    # the out_dir of a run of this repo (its weights only: finetuning, the mode may differ)
+    init_from='scratch',
     # wandb
     wandb_log=False,
     wandb_project='thinking-tokens',
@@ -67,6 +70,10 @@ DEFAULTS = dict(
     num_reason_tokens=1,  # reasoning slots after every text token
     reason_delay=1,  # K: step t's reasoning slots are hidden from steps t+1..t+K
     reason_stopgrad=False,  # ...or visible to them, but without gradient
+    # prompt/answer datasets (data/arithmetic): whole records per sequence, loss on the answers only;
+    # in pause mode, num_pause_tokens pauses after every prompt instead of pause_rate (finetuning)
+    answer_only=False,
+    num_pause_tokens=0,  # pauses after the prompt (answer_only training; sample.py has the same knob)
     # AdamW and the learning-rate schedule
     learning_rate=6e-4,
     max_iters=600000,
@@ -101,13 +108,24 @@ def data_dir_of(config):
     return config['data_dir'] or os.path.join('data', config['dataset'])
 
 
-def text_vocab_size_of(data_dir):
-    """The dataset's vocab size from meta.pkl (written by every prepare.py); GPT-2's otherwise."""
+def meta_of(data_dir):
+    """The dataset's meta.pkl (written by every prepare.py), or {} when it has none."""
     meta_path = os.path.join(data_dir, 'meta.pkl')
-    if os.path.exists(meta_path):
-        with open(meta_path, 'rb') as f:
-            return pickle.load(f)['vocab_size']
-    return 50257
+    if not os.path.exists(meta_path):
+        return {}
+    with open(meta_path, 'rb') as f:
+        return pickle.load(f)
+
+
+def text_vocab_size_of(data_dir):
+    """The dataset's vocab size; GPT-2's when meta.pkl does not say."""
+    return meta_of(data_dir).get('vocab_size', 50257)
+
+
+def records_of(data_dir):
+    """The record format of a prompt/answer dataset, or None for plain text."""
+    meta = meta_of(data_dir)
+    return Records(meta['record_len'], meta['prompt_len'], meta['answer_len']) if 'record_len' in meta else None
 
 
 def check_data(data_dir):
@@ -145,20 +163,21 @@ def micro_batch_generator(seed, iter_num, micro_step):
     return torch.Generator().manual_seed((seed * 1_000_003 + iter_num) * 10_007 + micro_step)
 
 
-def get_chunk(data_dir, split, batch_size, block_size, generator):
-    """(B, block_size + 1) random windows of text tokens: the inputs plus the last target."""
+def get_chunk(data_dir, split, batch_size, block_size, generator, align=1):
+    """(B, block_size + 1) random windows of text tokens: the inputs plus the last target.
+    Windows start at multiples of `align` (record boundaries of prompt/answer data)."""
     # a fresh memmap per batch avoids the memory growth of a long-lived one (nanoGPT issue #3)
     data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
     if len(data) <= block_size + 1:
         fail(f"{split}.bin has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}")
-    ix = torch.randint(len(data) - block_size - 1, (batch_size,), generator=generator)
+    ix = torch.randint((len(data) - block_size - 1) // align, (batch_size,), generator=generator) * align
     return torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in ix.tolist()])
 
 
 def train_batch(c, mode, data_dir, iter_num, global_micro, device):
     """Global micro-batch `global_micro` of iteration iter_num, laid out for training."""
     gen = micro_batch_generator(c['seed'], iter_num, global_micro)
-    chunk = get_chunk(data_dir, 'train', c['batch_size'], c['block_size'], gen)
+    chunk = get_chunk(data_dir, 'train', c['batch_size'], c['block_size'], gen, mode.chunk_align)
     return to_device(mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)), device)
 
 
@@ -239,6 +258,23 @@ def save_checkpoint(path, keep, checkpoint):
             os.remove(os.path.join(folder, old))
 
 
+def start_metrics(path, iter_num):
+    """metrics.jsonl gets one line per evaluation; a resumed run keeps the lines up to its
+    checkpoint's iteration (later ones belong to steps that are redone), a new run starts empty."""
+    lines = []
+    if iter_num > 0 and os.path.exists(path):
+        with open(path) as f:
+            lines = [line for line in f if line.strip() and json.loads(line)['iter'] <= iter_num]
+    with open(path + '.tmp', 'w') as f:
+        f.writelines(lines)
+    os.replace(path + '.tmp', path)
+
+
+def append_metrics(path, record):
+    with open(path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+
+
 def load_checkpoint(path, map_location='cpu'):
     if not os.path.exists(path):
         fail(f"no checkpoint at {path}: train first, or use --init_from=scratch")
@@ -296,6 +332,9 @@ def resolve_config(argv):
     ckpt_path = os.path.join(config['out_dir'], 'ckpt.pt')
     if config['init_from'] == 'auto':
         config['init_from'] = 'resume' if os.path.exists(ckpt_path) else 'scratch'
+    if config['init_from'] != 'resume' and os.path.exists(ckpt_path) and not config['eval_only']:
+        fail(f"{ckpt_path} exists and init_from={config['init_from']!r} would overwrite it: continue that run with "
+             f"--init_from=resume (or auto), or choose another --out_dir")
     if config['init_from'] == 'resume':
         checkpoint = load_checkpoint(ckpt_path)
         saved = checkpoint['config']
@@ -350,16 +389,39 @@ def main(argv=None):
     text_vocab = checkpoint['text_vocab_size'] if checkpoint else text_vocab_size_of(data_dir)
     if master:
         check_token_ids(data_dir, text_vocab)
-    mode = Mode(c, text_vocab)
+    records = records_of(data_dir)
+    if c['answer_only'] and records is None:
+        fail(f"answer_only=True needs a prompt/answer dataset (meta.pkl with record_len), {data_dir} is plain "
+             f"text: use e.g. --dataset=arithmetic (data/arithmetic/prepare.py)")
+    if c['answer_only'] and c['block_size'] % records.record_len:
+        fail(f"answer_only=True needs block_size to be a multiple of the record length {records.record_len}, "
+             f"got {c['block_size']}")
+    try:
+        mode = Mode(c, text_vocab, records)
+    except ValueError as e:
+        fail(str(e))
     text_per_iter = c['gradient_accumulation_steps'] * c['batch_size'] * c['block_size']
 
     # -- model
-    iter_num, best_val_loss = 0, float('inf')
+    iter_num, best_val_loss, train_time = 0, float('inf'), 0.0
     if checkpoint is not None:
         model = model_from_checkpoint(checkpoint)
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+        train_time = checkpoint.get('train_time', 0.0)
     elif c['init_from'] == 'scratch':
         model = new_model(c, mode)
+    elif os.path.exists(os.path.join(c['init_from'], 'ckpt.pt')):  # a run of this repo: finetune its weights
+        source = load_checkpoint(os.path.join(c['init_from'], 'ckpt.pt'))
+        model = model_from_checkpoint(source)
+        for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
+            c[k] = source['config'][k]
+        if source['text_vocab_size'] != text_vocab:
+            fail(f"{c['init_from']} was trained on a vocab of {source['text_vocab_size']} tokens, {data_dir} has "
+                 f"{text_vocab}: finetune on a dataset with the same vocab")
+        if mode.num_reason > model.config.n_slot_embd:
+            fail(f"num_reason_tokens={mode.num_reason} needs that many slot embeddings, {c['init_from']} has "
+                 f"{model.config.n_slot_embd}: pretrain in reasoning mode with at least that N")
+        del source
     else:  # GPT-2 weights
         model = GPT.from_pretrained(c['init_from'], dict(dropout=c['dropout']))
         for k in ('n_layer', 'n_head', 'n_embd', 'bias'):
@@ -393,8 +455,9 @@ def main(argv=None):
     peak = peak_flops_for(device, c['peak_flops'])
     checkpoint = None  # free memory
 
-    if master:
-        os.makedirs(c['out_dir'], exist_ok=True)
+    metrics_path = os.path.join(c['out_dir'], 'metrics.jsonl')
+    if master and not c['eval_only']:
+        start_metrics(metrics_path, iter_num)
         print(f"mode {c['mode']}: {raw_model.get_num_params() / 1e6:.2f}M parameters, "
               f"{text_per_iter:,} text tokens per iteration, {flops_per_text_token / 1e6:.1f} MFLOPs per text token")
     run = None
@@ -414,7 +477,7 @@ def main(argv=None):
                 total = torch.zeros((), device=device)
                 for k in range(rank, c['eval_iters'], world):
                     gen = micro_batch_generator(EVAL_SEED, 0, k)
-                    chunk = get_chunk(data_dir, split, c['batch_size'], c['block_size'], gen)
+                    chunk = get_chunk(data_dir, split, c['batch_size'], c['block_size'], gen, mode.chunk_align)
                     batch = to_device(mode.eval_batch(chunk, counts_fn(c['block_size'], gen)), device)
                     with autocast:
                         _, loss = raw_model(**batch)
@@ -435,7 +498,7 @@ def main(argv=None):
             save_checkpoint(os.path.join(c['out_dir'], 'ckpt.pt'), c['keep_checkpoints'], {
                 'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
                 'scaler': scaler.state_dict(), 'model_args': asdict(raw_model.config),
-                'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': c,
+                'iter_num': iter_num, 'best_val_loss': best_val_loss, 'train_time': train_time, 'config': c,
                 'text_vocab_size': text_vocab, 'special_tokens': special_token_ids(text_vocab), 'rng': rngs,
             })
 
@@ -470,6 +533,15 @@ def main(argv=None):
                 if run is not None:
                     run.log({'iter': iter_num, 'text_tokens': iter_num * text_per_iter,
                              'lr': lr_at(iter_num, c), **{f'loss/{k}': v for k, v in losses.items()}})
+                if not c['eval_only']:
+                    text_tps = iter_num * text_per_iter / train_time if train_time else 0.0
+                    append_metrics(metrics_path, {
+                        'iter': iter_num, 'max_iters': c['max_iters'], 'final': iter_num >= c['max_iters'],
+                        'text_tokens': iter_num * text_per_iter,
+                        'train_flops': iter_num * text_per_iter * flops_per_text_token,
+                        'flops_per_text_token': flops_per_text_token, 'train_time_s': train_time,
+                        'text_tok_s': text_tps, 'slot_tok_s': text_tps * mode.slots_per_text_token(c['block_size']),
+                        'losses': losses})
             if not math.isfinite(losses['val']):
                 fail(f"val loss is {losses['val']} at iter {iter_num}; the last good checkpoint was kept")
             if losses['val'] < best_val_loss or c['always_save_checkpoint']:
@@ -483,10 +555,12 @@ def main(argv=None):
         lr = lr_at(iter_num, c)
         for group in optimizer.param_groups:
             group['lr'] = lr
+        t_step = time.time()
         batches = (train_batch(c, mode, data_dir, iter_num, micro_step * world + rank, device)
                    for micro_step in range(accum))
         loss, finite, stop = train_step(model, optimizer, scaler, batches, accum, autocast, c['grad_clip'], ddp,
                                         stop_requested=bool(stop_signal))
+        train_time += time.time() - t_step
         if not finite:
             if c['on_nonfinite'] == 'stop':
                 fail(f"non-finite loss or gradient at iter {iter_num}; stopped without saving, the last good "

@@ -271,7 +271,7 @@ def test_torchrun_restart_resumes_automatically(data, tmp_path, reference):
     from the latest checkpoint (init_from=auto) and ends with the uninterrupted run's losses."""
     out = tmp_path / 'out'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-           '--max-restarts=1', 'train.py', f'--data_dir={data}', f'--out_dir={out}', *TINY,
+           '--max-restarts=2', 'train.py', f'--data_dir={data}', f'--out_dir={out}', *TINY,
            '--max_iters=12', '--eval_interval=4', '--init_from=auto', '--gradient_accumulation_steps=2']
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -297,5 +297,5 @@ def test_torchrun_restart_resumes_automatically(data, tmp_path, reference):
     assert max(final) == 12 and min(final) in (5, 9)  # resumed after the iter-4 or iter-8 checkpoint
     for it, loss in final.items():
         assert loss == pytest.approx(ref2[it], rel=1e-5, abs=1e-6)
-    record('SIGKILL of one torchrun worker with --max-restarts=1, init_from=auto', 1,
+    record('SIGKILL of one torchrun worker with --max-restarts=2, init_from=auto', 1,
            f'the iterations after the last checkpoint (redone from iter {min(final) - 1})', stdout.count('iter '))
