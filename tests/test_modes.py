@@ -27,7 +27,7 @@ if REPO not in sys.path:
 import model as model_module  # noqa: E402
 from model import GPT, GPTConfig, Visibility, pad_vocab  # noqa: E402
 from modes import (EVAL_SEED, LAYOUT_KEYS, MODES, NUM_SPECIAL_TOKENS, PAUSE, REASON, REFLECT,  # noqa: E402
-                   TEXT, Mode, special_token_ids)
+                   TEXT, Mode, Records, special_token_ids)
 
 VT = 50  # text vocab size of the toy dataset
 PAUSE_ID, REFLECT_ID = VT, VT + 1
@@ -37,12 +37,12 @@ MOVED = 1e-3  # "changed": well above float noise with the weights below
 
 # ---- helpers ------------------------------------------------------------------------------------
 
-def make_mode(name, **kw):
+def make_mode(name, records=None, **kw):
     cfg = dict(mode=name, pause_rate=0.0, reflect_rate=0.0, reflect_hidden=False, reflect_repeat=False,
-               num_reason_tokens=1, reason_delay=1, reason_stopgrad=False)
+               num_reason_tokens=1, reason_delay=1, reason_stopgrad=False, answer_only=False, num_pause_tokens=0)
     cfg.update(kw)
     assert set(LAYOUT_KEYS) <= set(cfg)
-    return Mode(cfg, VT)
+    return Mode(cfg, VT, records)
 
 
 def tiny_model(mode, block_size, seed=0, std=0.3):
@@ -228,6 +228,38 @@ def test_pause_loss_is_masked_where_target_is_pause():
     ref = F.cross_entropy(full.reshape(-1, full.size(-1)), tgt.reshape(-1), ignore_index=-1)
     torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
     assert L == T + mode.num_inserted(T)
+
+
+def test_answer_only_pause_finetune_hand_built():
+    """Records `p0 p1 = a0 a1 NL` (prompt_len 3, answer_len 2), 2 pauses after each prompt:
+    inputs p0 p1 = P P a0 a1 NL; only the slots predicting answer characters have a loss (the
+    last pause predicts a0), whatever pause_rate says."""
+    rec = Records(record_len=6, prompt_len=3, answer_len=2)
+    mode = make_mode('pause', rec, answer_only=True, num_pause_tokens=2, pause_rate=0.5)
+    chunk = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]])  # two records + the next's first
+    counts = mode.train_counts(12, gen(0))
+    assert counts.tolist() == [0, 0, 2, 0, 0, 0] * 2
+    assert mode.num_inserted(12) == 4 and mode.n_positions(12) == 16 and mode.chunk_align == 6
+    b = mode.train_batch(chunk, counts)
+    P = PAUSE_ID
+    assert b['idx'].tolist() == [[1, 2, 3, P, P, 4, 5, 6, 7, 8, 9, P, P, 10, 11, 12]]
+    assert per_slot_targets(b).tolist() == [[-1, -1, -1, -1, 4, 5, -1, -1, -1, -1, -1, -1, 10, 11, -1, -1]]
+    e = mode.eval_batch(chunk, counts)  # one slot per text token, loss on answers only
+    assert e['predict'].tolist() == [0, 1, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15]
+    assert e['targets'].tolist() == [[-1, -1, 4, 5, -1, -1, -1, -1, 10, 11, -1, -1]]
+    assert list(mode.eval_variants(12)) == ['']  # the pauses after prompts are the layout, not noise
+
+
+@pytest.mark.parametrize('name', ['standard', 'reasoning'])
+def test_answer_only_masks_prompts(name):
+    rec = Records(record_len=6, prompt_len=3, answer_len=2)
+    mode = make_mode(name, rec, answer_only=True)
+    chunk = torch.arange(1, 8)[None]
+    b = mode.train_batch(chunk, mode.train_counts(6, gen(0)))
+    assert b['targets'][b['targets'] >= 0].tolist() == [4, 5]
+    assert mode.eval_batch(chunk, mode.train_counts(6, gen(0)))['targets'].tolist() == [[-1, -1, 4, 5, -1, -1]]
+    with pytest.raises(ValueError, match='answer_only=True needs a dataset of prompt/answer records'):
+        make_mode(name, None, answer_only=True)
 
 
 @pytest.mark.parametrize('T,rate', [(16, 0.1), (16, 0.25), (30, 0.5), (20, 1.0), (8, 2.0), (33, 0.3)])

@@ -13,6 +13,7 @@ deselected with -m "not slow" while iterating; CI runs everything.
 
 import glob
 import hashlib
+import json
 import math
 import os
 import pickle
@@ -106,6 +107,11 @@ def evals(stdout):
     for m in re.finditer(r'^step (\d+): (.*) \(loss per text token\)$', stdout, re.M):
         out[int(m[1])] = {k: float(v) for k, v in (kv.split() for kv in m[2].split(', '))}
     return out
+
+
+def metrics(out):
+    with open(os.path.join(out, 'metrics.jsonl')) as f:
+        return [json.loads(line) for line in f]
 
 
 def checkpoint(out):
@@ -255,6 +261,27 @@ def test_resume_continues_exactly(data, tmp_path, mode):
     assert a['model'].keys() == b['model'].keys()
     for name, tensor in a['model'].items():
         assert torch.equal(tensor, b['model'][name]), name
+    # metrics.jsonl: one line per eval, none repeated by the resume, the same numbers; the
+    # training time carries over
+    whole_m, split_m = metrics(tmp_path / 'whole'), metrics(tmp_path / 'split')
+    same = ('iter', 'text_tokens', 'train_flops', 'flops_per_text_token', 'losses')
+    assert [{k: m[k] for k in same} for m in split_m] == [{k: m[k] for k in same} for m in whole_m]
+    assert [m['iter'] for m in split_m] == [0, K, 2 * K] and split_m[-1]['final']
+    assert 0 < split_m[1]['train_time_s'] < split_m[2]['train_time_s']
+    assert split_m[2]['text_tokens'] == 2 * K * 2 * 4 * 32  # iters x accumulation x batch x block
+
+
+def test_finetune_from_a_run(data, trained, tmp_path):
+    """init_from=<out_dir of a run> loads its weights only (iteration 0, fresh optimizer) and may
+    change the mode: the first eval of a standard finetune equals the source run's last eval."""
+    args = ['--max_iters=2', '--eval_interval=2', f'--init_from={trained}']
+    same = train_ok(data, tmp_path / 'std', *args)
+    assert evals(same.stdout)[0]['val'] == pytest.approx(metrics(trained)[-1]['losses']['val'], abs=1e-4)
+    assert checkpoint(tmp_path / 'std')['iter_num'] == 2
+    paused = train_ok(data, tmp_path / 'pause', *args, *MODES['pause'], '--block_size=24')  # + 2 pauses fit
+    assert 'val_clean' in evals(paused.stdout)[0]
+    proc = run_train(tiny(data, tmp_path / 'reason', *args, *MODES['reasoning']))
+    one_line_error(proc, 'needs that many slot embeddings')
 
 
 # ---- DDP ----------------------------------------------------------------------------------------
