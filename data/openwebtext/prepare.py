@@ -70,7 +70,13 @@ def main():
         builder, data_files = 'parquet', OWT_FILES
     # a .txt file is one whole document, not one per line
     options = {'sample_by': 'document'} if builder == 'text' else {}
-    dataset = load_dataset(builder, data_files=data_files, split='train', num_proc=args.num_proc, **options)
+    try:
+        dataset = load_dataset(builder, data_files=data_files, split='train', num_proc=args.num_proc, **options)
+    except Exception as e:  # offline or the Hub unreachable: the HTTP client's errors vary by version
+        if args.input:
+            raise
+        sys.exit(f"error: could not download OpenWebText from the Hugging Face Hub ({type(e).__name__}: {e}); "
+                 f"pass --input with local .jsonl/.parquet/.txt files")
     if 'text' not in dataset.column_names:
         sys.exit(f"error: the documents need a 'text' column, found {dataset.column_names}")
     if len(dataset) < 2:
