@@ -311,6 +311,15 @@ def set_rng_state(state, device):
 
 # ---- the run ---------------------------------------------------------------------------------
 
+def init_process_group(backend, rank, world):
+    """dist.init_process_group over torchrun's store, with a key prefix per restart attempt:
+    torchrun --max-restarts keeps its store, and a restarted group could otherwise read the previous
+    attempt's addresses and fail to connect (pytorch/pytorch#167288)."""
+    store, _, _ = next(dist.rendezvous('env://', rank, world))
+    attempt = os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')
+    dist.init_process_group(backend, store=dist.PrefixStore(f'attempt{attempt}', store), rank=rank, world_size=world)
+
+
 def lr_at(it, config):
     """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then min_lr."""
     if not config['decay_lr']:
@@ -359,7 +368,7 @@ def main(argv=None):
         if device.startswith('cuda'):
             device = f'cuda:{local_rank}'
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=c['backend'] or ('nccl' if device.startswith('cuda') else 'gloo'))
+        init_process_group(c['backend'] or ('nccl' if device.startswith('cuda') else 'gloo'), rank, world)
     else:
         rank, local_rank, world = 0, 0, 1
     master = rank == 0

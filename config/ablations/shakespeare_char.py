@@ -1,0 +1,40 @@
+"""
+The thinking-token ablation on character-level Tiny Shakespeare, on a CPU.
+
+    python data/shakespeare_char/prepare.py
+    python scripts/ablate.py config/ablations/shakespeare_char.py --jobs=2
+
+Every variant is the CPU recipe (4 layers, 4 heads, 128 wide, block 64, batch 12) shortened to 1000
+iterations (768k text tokens; the full 2000 would take the grid past two hours), in one mode, 3
+seeds each, at equal text tokens; 'standard, FLOPs of reasoning N=1' is standard given the
+training FLOPs of reasoning N=1 (about 2x the iterations, see scripts/ablate.py). Val losses are per
+text token, on the same fixed batches in every run, so they compare across modes.
+
+Expected time: roughly 45 min on 2 cores with --jobs=2 (27 runs). Per 1000-iteration run at one
+thread, standard takes ~1 min of training; pause and reflection ~1.2x that, hidden reflection
+~2x, reasoning N=1 (any K, stopgrad) ~3x, N=3 ~8x (masked attention on a CPU is dense), standard at
+reasoning's FLOPs ~2x; the 9 evals of 100 batches per split add ~30% (~60% for pause and
+reflection, which also evaluate without their inserted tokens). Reruns skip finished runs.
+"""
+
+base = 'config/train_shakespeare_char_cpu.py'
+common = dict(
+    max_iters=1000,
+    lr_decay_iters=1000,
+    eval_interval=250,  # 4 points per curve after the one at initialisation
+    eval_iters=100,  # per split: the final val loss to ~0.01, at a third of the recipe's eval cost
+    log_interval=100,  # train.log stays readable
+)
+seeds = [1, 2, 3]
+out_root = 'out/ablations/shakespeare_char'
+variants = {
+    'standard': dict(mode='standard'),
+    'pause 10%': dict(mode='pause', pause_rate=0.1),
+    'reflection 10%': dict(mode='reflection', reflect_rate=0.1),
+    'reflection 10% hidden': dict(mode='reflection', reflect_rate=0.1, reflect_hidden=True),
+    'reasoning N=1': dict(mode='reasoning', num_reason_tokens=1, reason_delay=1),
+    'reasoning N=3': dict(mode='reasoning', num_reason_tokens=3, reason_delay=1),
+    'reasoning N=1 stopgrad': dict(mode='reasoning', num_reason_tokens=1, reason_delay=1, reason_stopgrad=True),
+    'reasoning N=1 K=2': dict(mode='reasoning', num_reason_tokens=1, reason_delay=2),
+    'standard, FLOPs of reasoning N=1': dict(mode='standard', flops_budget_of='reasoning N=1'),
+}

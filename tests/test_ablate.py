@@ -1,0 +1,190 @@
+"""
+scripts/ablate.py, as a user runs it: a tiny grid (1 seed, tiny models, a slice of Tiny Shakespeare)
+of reasoning N=1, standard at reasoning's FLOPs, a run that crashes and one that depends on it.
+
+    the report (summary.csv, results.md, 3 PNGs) holds the finished runs' numbers from metrics.jsonl
+    a crash gives exit code 1 and is listed; its dependent is skipped; the other runs still report
+    the equal-FLOPs variant trains the computed iterations and matches the reference's FLOPs
+    a rerun skips finished runs without retraining them
+    a run's printed command reproduces it by hand
+    bad grids stop with one `error: ...` line
+
+Whole file: about 40 s on one thread.
+"""
+
+import csv
+import importlib.util
+import json
+import os
+import shlex
+import struct
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=2, max_iters=4, lr_decay_iters=4,
+            warmup_iters=1, eval_interval=2, eval_iters=2, log_interval=2, progress_bar=False)
+REF, EQUAL, BROKEN, DEPENDENT = 'reasoning N=1', 'standard, FLOPs of reasoning N=1', 'broken', 'finetune of broken'
+
+
+def load_ablate():
+    spec = importlib.util.spec_from_file_location('ablate', os.path.join(REPO, 'scripts', 'ablate.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_grid(path, out_root, common, variants):
+    with open(path, 'w') as f:
+        f.write(f"base = 'config/train_shakespeare_char_cpu.py'\ncommon = {common!r}\nseeds = [1]\n"
+                f"out_root = {str(out_root)!r}\nvariants = {variants!r}\n")
+
+
+def ablate(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'ablate.py'), *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def metrics(out_dir):
+    with open(os.path.join(out_dir, 'metrics.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def read_csv(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope='module')
+def grid(char_data, tmp_path_factory):
+    """The grid run once, then rerun: both results, and what the first run left behind."""
+    tmp = tmp_path_factory.mktemp('ablate')
+    out_root = tmp / 'out'
+    variants = {
+        REF: dict(mode='reasoning', num_reason_tokens=1),
+        EQUAL: dict(mode='standard', flops_budget_of=REF),
+        BROKEN: dict(data_dir=str(tmp / 'missing')),  # a dataset that is not there: train.py exits 1
+        DEPENDENT: dict(init_from='{out[broken]}'),
+    }
+    write_grid(tmp / 'grid.py', out_root, {**TINY, 'data_dir': str(char_data)}, variants)
+    first = ablate(tmp / 'grid.py')
+    dirs = {name: out_root / slug / 'seed1' for name, slug in
+            [(REF, 'reasoning-n1'), (EQUAL, 'standard-flops-of-reasoning-n1'), (BROKEN, 'broken')]}
+    mtimes = {name: os.path.getmtime(d / 'metrics.jsonl') for name, d in dirs.items() if name != BROKEN}
+    csv_rows = read_csv(out_root / 'summary.csv')
+    with open(out_root / 'results.md') as f:
+        results_md = f.read()
+    second = ablate(tmp / 'grid.py')
+    return dict(tmp=tmp, out_root=out_root, dirs=dirs, first=first, second=second, mtimes=mtimes,
+                csv_rows=csv_rows, results_md=results_md, common={**TINY, 'data_dir': str(char_data)})
+
+
+def test_report_holds_the_finished_runs_and_the_crash_is_reported(grid):
+    first, dirs = grid['first'], grid['dirs']
+    assert first.returncode == 1, first.stdout + first.stderr
+    out = first.stdout
+    assert f"[1/4] {REF} seed 1: running" in out and f"{REF} seed 1: done in" in out
+    assert f"{BROKEN} seed 1: CRASHED (exit 1, see {dirs[BROKEN] / 'train.log'})" in out
+    assert f"{DEPENDENT} seed 1: skipped (dependency failed)" in out
+    failed = out[out.index('run(s) failed:'):]  # listed again at the end, with train.py's error line
+    assert BROKEN in failed and 'train.bin not found' in failed and DEPENDENT in failed
+
+    rows = {row['variant']: row for row in grid['csv_rows']}
+    assert sorted(rows) == sorted([REF, EQUAL])
+    for name, row in rows.items():
+        records = metrics(dirs[name])
+        last = records[-1]
+        assert last['final'] and row['seed'] == '1' and row['out_dir'] == str(dirs[name])
+        assert int(row['iters']) == last['iter'] and int(row['text_tokens']) == last['text_tokens']
+        assert float(row['val_loss']) == last['losses']['val']
+        assert float(row['best_val']) == min(r['losses']['val'] for r in records)
+        for key in ('train_flops', 'flops_per_text_token', 'train_time_s', 'text_tok_s', 'slot_tok_s'):
+            assert float(row[key]) == last[key], key
+        assert row['val_clean'] == ''  # neither mode has a clean variant
+    # reasoning N=1 processes two slots per text token
+    assert float(rows[REF]['slot_tok_s']) == pytest.approx(2 * float(rows[REF]['text_tok_s']))
+
+    md = grid['results_md']
+    ref_val = float(rows[REF]['val_loss'])
+    assert f"| {REF} | {ref_val:.4f} |" in md and f"| {EQUAL} | " in md
+    assert f"| {BROKEN} | no finished run |" in md
+    assert "Not finished (left out above): broken seed 1, finetune of broken seed 1." in md
+    for name in ('val_vs_text_tokens.png', 'val_vs_flops.png', 'val_vs_time.png'):
+        with open(grid['out_root'] / name, 'rb') as f:
+            head = f.read(24)
+        assert head[:8] == b'\x89PNG\r\n\x1a\n' and head[12:16] == b'IHDR'
+        assert struct.unpack('>II', head[16:24]) == (800, 500)
+
+
+def test_equal_flops_variant_trains_to_the_reference_flops(grid):
+    ref, equal = metrics(grid['dirs'][REF])[-1], metrics(grid['dirs'][EQUAL])[-1]
+    # the runner's FLOPs without training are train.py's, so the iterations follow from the ratio
+    ratio = ref['flops_per_text_token'] / equal['flops_per_text_token']
+    assert ratio > 1.5
+    assert equal['iter'] == round(TINY['max_iters'] * ratio) and ref['iter'] == TINY['max_iters']
+    per_iter = equal['train_flops'] / equal['iter']
+    assert abs(equal['train_flops'] - ref['train_flops']) <= per_iter / 2  # equal up to rounding
+    assert f"--max_iters={equal['iter']} --lr_decay_iters={equal['iter']}" in grid['first'].stdout
+
+
+def test_equal_flops_iters():
+    ablate_module = load_ablate()
+    c = dict(max_iters=2000, lr_decay_iters=1800, gradient_accumulation_steps=1, batch_size=12, block_size=64)
+    assert ablate_module.equal_flops_iters(c, 10.3e6, c, 5.0e6) == (4120, 3708)
+    # FLOPs per iteration count: twice the batch at the same FLOPs per token gets half the steps
+    assert ablate_module.equal_flops_iters(c, 5.0e6, {**c, 'batch_size': 24}, 5.0e6) == (1000, 900)
+
+
+def test_rerun_skips_finished_runs(grid):
+    second = grid['second']
+    assert second.returncode == 1  # the broken run is retried and crashes again
+    for name in (REF, EQUAL):
+        assert f"{name} seed 1: skip (finished)" in second.stdout
+        assert os.path.getmtime(grid['dirs'][name] / 'metrics.jsonl') == grid['mtimes'][name]  # not retrained
+    assert f"{BROKEN} seed 1: running" in second.stdout
+    assert read_csv(grid['out_root'] / 'summary.csv') == grid['csv_rows']
+
+
+def test_printed_command_reproduces_the_run(grid, tmp_path):
+    row = next(r for r in grid['csv_rows'] if r['variant'] == EQUAL)
+    assert row['command'] in grid['first'].stdout  # the command the runner printed and ran
+    cmd = shlex.split(row['command'])
+    assert cmd[:2] == ['python', 'train.py']
+    proc = subprocess.run([sys.executable, *cmd[1:], f'--out_dir={tmp_path}'], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    by_hand, by_runner = metrics(tmp_path), metrics(grid['dirs'][EQUAL])
+    assert [r['losses'] for r in by_hand] == [r['losses'] for r in by_runner]
+
+
+@pytest.mark.parametrize('variants, message', [
+    ({'a': dict(learning_rat=1.0)}, "error: variant 'a': unknown config key 'learning_rat'"),
+    ({'a': dict(init_from='{out[b]}'), 'b': dict(init_from='{out[a]}')},
+     "error: variants depend on each other in a cycle: a -> b -> a"),
+    ({'a': dict(init_from='{out[c]}')}, "error: variant 'a' refers to {out[c]}, but there is no variant 'c'"),
+    ({'a': dict(flops_budget_of='c')}, "error: variant 'a': flops_budget_of='c' must name another variant"),
+    ({'a': dict(mode='thinking')}, "error: variant 'a': mode='thinking' is not one of"),
+    ({'a': dict(seed=2)}, "error: 'a' sets 'seed': the runner sets it for every run"),
+])
+def test_bad_grid_is_one_line_error(tmp_path, monkeypatch, variants, message):
+    ablate_module = load_ablate()
+    monkeypatch.chdir(REPO)
+    write_grid(tmp_path / 'grid.py', tmp_path / 'out', TINY, variants)
+    with pytest.raises(SystemExit) as e:
+        ablate_module.plan(ablate_module.load_grid(str(tmp_path / 'grid.py')))
+    assert str(e.value).startswith(message) and '\n' not in str(e.value)
+
+
+def test_dependencies_run_first_with_their_out_dir(tmp_path, monkeypatch):
+    ablate_module = load_ablate()
+    monkeypatch.chdir(REPO)
+    variants = {'finetune': dict(mode='pause', init_from='{out[pretrain]}'), 'pretrain': dict(mode='standard')}
+    write_grid(tmp_path / 'grid.py', tmp_path / 'out', TINY, variants)
+    grid = ablate_module.load_grid(str(tmp_path / 'grid.py'))
+    runs, _ = ablate_module.plan({**grid, 'seeds': [1, 2]})
+    assert [(r.variant, r.seed) for r in runs] == [('pretrain', 1), ('finetune', 1), ('pretrain', 2), ('finetune', 2)]
+    for run in runs[1::2]:
+        assert run.deps == ['pretrain'] and run.init_from == str(tmp_path / 'out' / 'pretrain' / f'seed{run.seed}')
