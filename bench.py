@@ -190,9 +190,11 @@ def measure_sample(c, greedy):
 
     run(c['bench_warmup'], c['temperature'], c['top_k'])
     with Timer(device) as t:
-        run(c['max_new_tokens'], c['temperature'], c['top_k'])
+        out = run(c['max_new_tokens'], c['temperature'], c['top_k'])
     mem, mem_kind = peak_memory(device)  # before the greedy run, which is not part of the measurement
-    greedy_ids = run(c['max_new_tokens'], 0.0, None)[:, c['prompt_len']:].tolist() if greedy else None
+    greedy_ids = None
+    if greedy:  # the timed run was greedy already at temperature 0
+        greedy_ids = (out if c['temperature'] == 0 else run(c['max_new_tokens'], 0.0, None))[:, c['prompt_len']:].tolist()
     return dict(ms=t.ms / c['max_new_tokens'], cpu_ms=t.cpu_ms / c['max_new_tokens'], seconds=t.ms / 1000,
                 peak_mem=mem, mem_kind=mem_kind,
                 tokens=c['num_samples'] * c['max_new_tokens'], greedy=greedy_ids,
