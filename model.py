@@ -15,7 +15,6 @@ Parameter names follow the GPT-2 checkpoints (transformer.wte, transformer.h.N.a
 import math
 import inspect
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn as nn

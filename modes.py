@@ -20,7 +20,6 @@ pattern is drawn once per batch and shared by its sequences, so one (L, L) mask 
 batch and every head.
 """
 
-import math
 from collections import OrderedDict, namedtuple
 from dataclasses import dataclass
 from typing import Optional

@@ -450,8 +450,8 @@ def write_markdown(path, grid, grid_path, runs, configs, results):
         lines += ["", f"Not finished (left out above): {', '.join(missing)}."]
     lines += ["", "Plots: `val_vs_text_tokens.png`, `val_vs_flops.png`, `val_vs_time.png` (mean over seeds, band = "
               "min..max over seeds).", "", "## Commands", "",
-              f"The first seed of each variant, run in the repo root; other seeds differ only in --seed and --out_dir, "
-              f"and every run's command is in `summary.csv`.", "", "```"]
+              "The first seed of each variant, run in the repo root; other seeds differ only in --seed and --out_dir, "
+              "and every run's command is in `summary.csv`.", "", "```"]
     first_seed = grid['seeds'][0]
     lines += [shlex.join(command(grid, run, run.init_from)) for run in runs if run.seed == first_seed]
     lines += ["```", ""]

@@ -12,12 +12,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import train
+from conftest import write_char_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
@@ -64,22 +64,8 @@ def one_line_error(proc, *needles):
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    """A small character-level dataset (train.bin, val.bin, meta.pkl) from Tiny Shakespeare."""
-    import pickle
-    import numpy as np
-    path = os.environ.get('SHAKESPEARE_PATH', os.path.join(REPO, '..', 'shared', 'data', 'tinyshakespeare', 'input.txt'))
-    if not os.path.exists(path):
-        pytest.skip(f'Tiny Shakespeare not found at {path} (set SHAKESPEARE_PATH)')
-    text = open(path).read()[:60000]
-    chars = sorted(set(text))
-    stoi = {ch: i for i, ch in enumerate(chars)}
-    out = tmp_path_factory.mktemp('char_data')
-    split = int(len(text) * 0.9)
-    np.array([stoi[ch] for ch in text[:split]], dtype=np.uint16).tofile(out / 'train.bin')
-    np.array([stoi[ch] for ch in text[split:]], dtype=np.uint16).tofile(out / 'val.bin')
-    with open(out / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': len(chars), 'stoi': stoi, 'itos': dict(enumerate(chars))}, f)
-    return out
+    """A small character-level dataset from the first 60000 characters of Tiny Shakespeare."""
+    return write_char_data(tmp_path_factory.mktemp('char_data'), 60000)
 
 
 @pytest.fixture(scope='module')

@@ -11,7 +11,6 @@ there is a path q <- j <- k through the two attention layers (the residual strea
 see itself), i.e. iff (A @ A)[q, k] > 0 for the boolean visibility A with its diagonal.
 """
 
-import itertools
 import math
 import os
 import sys

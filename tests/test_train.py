@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import re
 import shutil
 import signal
@@ -24,9 +23,10 @@ import subprocess
 import sys
 import warnings
 
-import numpy as np
 import pytest
 import torch
+
+from conftest import write_char_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--device=cpu',
@@ -143,23 +143,8 @@ def one_line_error(proc, *needles):
 
 @pytest.fixture(scope='session')
 def data(tmp_path_factory):
-    """train.bin / val.bin (uint16) and meta.pkl from the first 50k characters of Tiny Shakespeare."""
-    path = os.environ.get('SHAKESPEARE_PATH') or os.path.join(REPO, '..', 'shared', 'data', 'tinyshakespeare',
-                                                              'input.txt')
-    if not os.path.exists(path):
-        pytest.fail(f'Tiny Shakespeare not found at {path}: set SHAKESPEARE_PATH to its input.txt')
-    with open(path, encoding='utf-8') as f:
-        text = f.read()[:50_000]
-    chars = sorted(set(text))
-    stoi = {ch: i for i, ch in enumerate(chars)}
-    ids = np.array([stoi[ch] for ch in text], dtype=np.uint16)
-    folder = tmp_path_factory.mktemp('shakespeare_char')
-    split = int(len(ids) * 0.9)
-    ids[:split].tofile(folder / 'train.bin')
-    ids[split:].tofile(folder / 'val.bin')
-    with open(folder / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': len(chars), 'stoi': stoi, 'itos': dict(enumerate(chars))}, f)
-    return folder
+    """A small character-level dataset from the first 50_000 characters of Tiny Shakespeare."""
+    return write_char_data(tmp_path_factory.mktemp('shakespeare_char'), 50_000)
 
 
 @pytest.fixture(scope='session')
