@@ -102,13 +102,15 @@ class Mode:
         self.num_reason = self.cfg['num_reason_tokens'] if self.name == 'reasoning' else 0
         if self.num_reason < 0 or self.cfg['reason_delay'] < 0:
             raise ValueError("num_reason_tokens and reason_delay must be >= 0")
-        # answer_only: batches are whole records with the loss on answers only; pause mode then
-        # puts num_pause_tokens pauses after every prompt (pause finetuning) instead of at random
-        self.records = records if self.cfg['answer_only'] else None
-        if self.cfg['answer_only'] and records is None:
+        # A dataset of records is read in whole records (sequences start at a prompt, as at
+        # inference). answer_only puts the loss on answers only, and in pause mode then puts
+        # num_pause_tokens pauses after every prompt (pause finetuning) instead of at random.
+        self.records = records
+        self.answer_only = self.cfg['answer_only']
+        if self.answer_only and records is None:
             raise ValueError("answer_only=True needs a dataset of prompt/answer records "
                              "(meta.pkl with record_len, prompt_len, answer_len), e.g. data/arithmetic")
-        self.pauses_after_prompts = self.name == 'pause' and self.records is not None
+        self.pauses_after_prompts = self.name == 'pause' and self.answer_only
         self._layouts = OrderedDict()
 
     # ---- how many extras follow each text token -------------------------------------------
@@ -121,7 +123,7 @@ class Mode:
 
     @property
     def chunk_align(self):
-        """Training and eval chunks start at multiples of this (record boundaries for answer_only)."""
+        """Training and eval chunks start at multiples of this (record boundaries of record data)."""
         return 1 if self.records is None else self.records.record_len
 
     def train_counts(self, block_size, generator):
@@ -265,7 +267,7 @@ class Mode:
         """The text tokens at chunk positions `index` as targets; with answer_only, -1 (no loss)
         wherever the target is not an answer character."""
         targets = chunk[:, index]
-        if self.records is None:
+        if not self.answer_only:
             return targets
         offset = index % self.records.record_len  # chunks start at a record boundary
         is_answer = (offset >= self.records.prompt_len) & (offset < self.records.prompt_len + self.records.answer_len)

@@ -261,6 +261,18 @@ def test_answer_only_masks_prompts(name):
         make_mode(name, None, answer_only=True)
 
 
+def test_record_data_is_read_in_whole_records():
+    """Pretraining on record data: chunks start at records, but every token keeps its loss and
+    pause mode inserts at random (pause_rate), not after prompts."""
+    rec = Records(record_len=6, prompt_len=3, answer_len=2)
+    mode = make_mode('pause', rec, pause_rate=0.5, num_pause_tokens=2)
+    assert mode.chunk_align == 6 and make_mode('standard').chunk_align == 1
+    chunk = torch.arange(1, 14)[None]
+    counts = mode.train_counts(12, gen(0))
+    assert counts.sum() == 6 and counts.tolist() != [0, 0, 2, 0, 0, 0] * 2
+    assert torch.equal(mode.eval_batch(chunk, counts)['targets'], chunk[:, 1:])
+
+
 @pytest.mark.parametrize('T,rate', [(16, 0.1), (16, 0.25), (30, 0.5), (20, 1.0), (8, 2.0), (33, 0.3)])
 @pytest.mark.parametrize('name', ['pause', 'reflection'])
 def test_insertion_count_follows_rate(name, T, rate):

@@ -1,0 +1,200 @@
+"""
+scripts/make_results.py on hand-made grid outputs (no training): a Tiny Shakespeare-like grid whose
+summary.csv is written by scripts/ablate.py's own writer, and an arithmetic grid with accuracy files.
+
+    the per-variant table holds the CSV's mean ± std; the verdicts follow the chosen losses (one
+    variant clearly beyond the seed spread, one within, and the equal-FLOPs pair)
+    the plots are copied into the results dir
+    the GPT-2 124M GPU-hours for config/train_gpt2.py equal a hand computation from the config
+    the arithmetic accuracy comparison uses each run's own inference setting
+    the hand-written paragraph has no digits; a grid without summary.csv is a one-line error,
+    or a "not run" section with --allow_missing
+
+Whole file: about 15 s on one thread.
+"""
+
+import csv
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'scripts'))
+import ablate  # noqa: E402
+
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+STD, BETTER, SAME, EQUAL = 'standard', 'reasoning N=1', 'pause 10%', 'standard, FLOPs of reasoning N=1'
+# final val losses per seed: reasoning is clearly lower, pause within the spread of standard's,
+# standard at reasoning's FLOPs in between (so reasoning is lower than it too, beyond the spread)
+LOSSES = {STD: [2.00, 2.01, 1.99], BETTER: [1.90, 1.91, 1.89], SAME: [2.005, 1.985, 2.015], EQUAL: [1.95, 1.96, 1.94]}
+FLOPS_PER_TOKEN = {STD: 5.0e6, BETTER: 10.0e6, SAME: 5.5e6, EQUAL: 5.0e6}
+ITERS = {STD: 1000, BETTER: 1000, SAME: 1000, EQUAL: 2000}
+PLOTS = ('val_vs_text_tokens.png', 'val_vs_flops.png', 'val_vs_time.png')
+ACCURACY_FIELDS = ['variant', 'seed', 'run_dir', 'mode', 'setting', 'value', 'accuracy', 'correct', 'n',
+                   'char_accuracy', 'accuracy_add', 'accuracy_mul']
+
+
+def write_grid(path, base, out_root, variants):
+    with open(path, 'w') as f:
+        f.write(f"base = {base!r}\nseeds = [1, 2, 3]\nout_root = {str(out_root)!r}\nvariants = {variants!r}\n")
+
+
+def write_png(path):
+    import matplotlib.pyplot as plt
+    plt.imsave(path, [[0.0, 1.0], [1.0, 0.0]])
+
+
+def write_summary(grid_path, losses, clean=()):
+    """summary.csv through ablate.write_csv, from made-up final metrics records."""
+    os.chdir(REPO)  # the grid's base config is relative to the repo root
+    grid = ablate.load_grid(str(grid_path))
+    results = {}
+    for name, per_seed in losses.items():
+        for seed, loss in zip(grid['seeds'], per_seed):
+            run = ablate.Run(name, seed, ablate.run_dir(grid, name, seed), [f'--seed={seed}'], 'auto', [])
+            iters, fptt = ITERS.get(name, 600), FLOPS_PER_TOKEN.get(name, 1e6)
+            tokens = iters * 12 * 64
+            record = {'iter': iters, 'final': True, 'text_tokens': tokens, 'train_flops': fptt * tokens,
+                      'flops_per_text_token': fptt, 'train_time_s': 60.0 + seed, 'text_tok_s': 3000.0 + seed,
+                      'slot_tok_s': 3000.0 + seed, 'losses': {'train': loss, 'val': loss}}
+            if name in clean:
+                record['losses']['val_clean'] = loss + 0.01
+            results.setdefault(name, []).append((run, [record]))
+    os.makedirs(grid['out_root'], exist_ok=True)
+    ablate.write_csv(os.path.join(grid['out_root'], 'summary.csv'), grid, results)
+    with open(os.path.join(grid['out_root'], 'results.md'), 'w') as f:
+        f.write("# grid\n\nWritten by `python scripts/ablate.py grid.py` on a test machine.\n")
+    return grid
+
+
+def make_results(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'make_results.py'), *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+
+
+@pytest.fixture(scope='module')
+def made(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('make_results')
+    cwd = os.getcwd()
+    try:
+        write_grid(tmp / 'sc.py', 'config/train_shakespeare_char_cpu.py', tmp / 'sc', {
+            STD: dict(mode='standard'), BETTER: dict(mode='reasoning', num_reason_tokens=1),
+            SAME: dict(mode='pause', pause_rate=0.1), EQUAL: dict(mode='standard', flops_budget_of=BETTER)})
+        write_summary(tmp / 'sc.py', LOSSES, clean=[SAME])
+        for name in PLOTS:
+            write_png(tmp / 'sc' / name)
+        arith = {'StdPT-StdFT': dict(mode='standard'), 'PausePT-PauseFT': dict(mode='pause', num_pause_tokens=4)}
+        write_grid(tmp / 'ar.py', 'config/arithmetic/pretrain.py', tmp / 'ar', arith)
+        write_summary(tmp / 'ar.py', {name: [0.5, 0.51, 0.49] for name in arith})
+    finally:
+        os.chdir(cwd)
+    # accuracy per run: the own setting (0 pauses for StdFT, 4 for PauseFT) and one other setting that
+    # must not count (PauseFT evaluated with 0 pauses)
+    own = {'StdPT-StdFT': ('standard', 0, [0.50, 0.52, 0.48]), 'PausePT-PauseFT': ('pause', 4, [0.80, 0.82, 0.78])}
+    with open(tmp / 'ar' / 'accuracy.csv', 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(ACCURACY_FIELDS)
+        for name, (mode, m, accs) in own.items():
+            for seed, acc in zip([1, 2, 3], accs):
+                run_dir = tmp / 'ar' / ablate.slug(name) / f'seed{seed}'
+                run_dir.mkdir(parents=True)
+                with open(run_dir / 'accuracy.json', 'w') as g:
+                    json.dump({'config': {'mode': mode, 'num_pause_tokens': m}}, g)
+                w.writerow([name, seed, run_dir, mode, 'num_pause_tokens', m, acc, 0, 100, acc, '', ''])
+                if m:
+                    w.writerow([name, seed, run_dir, mode, 'num_pause_tokens', 0, 0.1, 0, 100, 0.1, '', ''])
+    with open(tmp / 'ar' / 'accuracy.md', 'w') as f:
+        f.write("# Arithmetic exact-match accuracy\n\n| variant | accuracy |\n|---|---|\n| made up | here |\n")
+    write_png(tmp / 'ar' / 'accuracy_vs_pauses.png')
+    proc = make_results(f'--shakespeare_grid={tmp / "sc.py"}', f'--arithmetic_grid={tmp / "ar.py"}',
+                        f'--output={tmp / "RESULTS.md"}', f'--results_dir={tmp / "results"}',
+                        '--assumed_mfu=0.5', '--owt_seeds=2')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(tmp / 'RESULTS.md') as f:
+        text = f.read()
+    return dict(tmp=tmp, text=text)
+
+
+def row(text, first_cell):
+    lines = [line for line in text.splitlines() if line.startswith(f"| {first_cell} |")]
+    assert lines, first_cell
+    return lines
+
+
+def test_table_holds_the_csv_mean_and_std(made):
+    with open(made['tmp'] / 'sc' / 'summary.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    for name in LOSSES:
+        vals = [float(r['val_loss']) for r in rows if r['variant'] == name]
+        assert len(vals) == 3
+        table_row = row(made['text'], name)[0]  # the per-variant table comes first
+        assert table_row.startswith(f"| {name} | {statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f} |")
+    clean = [float(r['val_clean']) for r in rows if r['variant'] == SAME]
+    assert f"{statistics.mean(clean):.4f} ± {statistics.stdev(clean):.4f}" in row(made['text'], SAME)[0]
+    assert "| 10.00 M (2.00×) |" in row(made['text'], BETTER)[0]  # FLOPs per text token relative to standard
+
+
+def test_verdicts(made):
+    text = made['text']
+    assert row(text, BETTER)[1].endswith("| lower than standard by 0.1000, beyond the seed spread |")
+    assert row(text, SAME)[1].endswith("| within the seed spread |")
+    # the equal-FLOPs pair: reasoning against standard given its FLOPs
+    equal = [line for line in row(text, BETTER) if f"| {EQUAL} |" in line]
+    assert equal and equal[0].endswith(f"| lower than {EQUAL} by 0.0500, beyond the seed spread |")
+    # Welch t of reasoning against standard: -0.1 / sqrt(2 * 0.01^2 / 3)
+    assert f"| {-0.1 / math.sqrt(2 * 0.01 ** 2 / 3):+.1f} |" in row(text, BETTER)[1]
+    reading = text[text.index('## Reading'):]
+    assert f"lower beyond the seed spread: {BETTER} (-0.1000)" in reading
+    assert f"Within the seed spread: {SAME}" in reading
+    assert "higher beyond the seed spread: PausePT-PauseFT (+30.0)" in reading  # 80% against 50%, own inference
+
+
+def test_plots_are_copied(made):
+    tmp = made['tmp']
+    for src, dst in [*((tmp / 'sc' / n, f'shakespeare_char_{n}') for n in PLOTS),
+                     (tmp / 'ar' / 'accuracy_vs_pauses.png', 'arithmetic_accuracy_vs_pauses.png')]:
+        assert (tmp / 'results' / dst).read_bytes() == src.read_bytes()
+        assert f"(results/{dst})" in made['text']
+
+
+def test_gpu_hours_of_train_gpt2_match_a_hand_computation(made):
+    # config/train_gpt2.py: 12 layers, 768 wide, block 1024, no bias, GPT-2's vocab + 2 thinking ids padded to 64
+    L, d, T, V = 12, 768, 1024, 50304
+    block_params = L * (12 * d * d + 2 * d)  # qkv, proj, 2-layer MLP, two LayerNorm weights
+    causal_pairs = T * (T + 1) // 2
+    per_token = (6 * block_params * T + 6 * V * d * T + 12 * d * L * causal_pairs) / T
+    tokens = 600000 * 40 * 12 * 1024
+    cells = row(made['text'], '`config/train_gpt2.py`')[0].split(' | ')
+    for gpu, peak in [('A100', 312e12), ('H100', 989e12)]:
+        hours = per_token * tokens / (peak * 0.5) / 3600
+        assert f"{hours:,.0f} / {2 * hours:,.0f}" in cells, (gpu, cells)
+    assert f"{per_token * tokens:.3g}" in cells
+
+
+def test_no_digits_in_the_hand_written_paragraph(made):
+    text = made['text']
+    paragraph = text[text.index('*Interpretation'):]
+    assert paragraph.strip() and not re.search(r'\d', paragraph)
+    assert text.startswith('<!-- Generated by `python scripts/make_results.py`')
+
+
+def test_missing_grid(tmp_path, made):
+    empty = tmp_path / 'nothing'
+    args = [f'--shakespeare_grid={made["tmp"] / "sc.py"}', f'--arithmetic={empty}',
+            f'--output={tmp_path / "R.md"}', f'--results_dir={tmp_path / "results"}']
+    proc = make_results(*args)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"error: no summary.csv in {empty}: run `python scripts/ablate.py config/ablations/arithmetic.py "
+        f"--jobs=2` first (or pass --allow_missing)"]
+    proc = make_results(*args, '--allow_missing')
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / 'R.md').read_text()
+    section = text[text.index('## Arithmetic'):text.index('## What testing')]
+    assert 'Not run' in section and 'python scripts/eval_arithmetic.py --grid=config/ablations/arithmetic.py' in section
+    assert not re.search(r'\d\.\d', section)  # no numbers where nothing ran
