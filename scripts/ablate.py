@@ -50,6 +50,7 @@ import os
 import platform
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -303,6 +304,10 @@ def execute(grid, runs, configs, jobs, wandb_group):
 
     def label(k, run):
         return f"[{k}/{len(runs)}] {run.variant} seed {run.seed}"
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)  # a preemption notice stops the grid as Ctrl-C does
 
     try:
         while pending or running:
