@@ -224,6 +224,10 @@ class Mode:
         0..q_end. Returns (Visibility or None when nothing is removed, visible pair count).
         """
         q_end = kind.numel() if q_end is None else q_end
+        masked = (self.name == 'reasoning' and self.num_reason > 0 and self.cfg['reason_delay'] > 0) or \
+            (self.name == 'reflection' and self.cfg['reflect_hidden'])
+        if not masked:  # plain causal: no mask to build (pause/reflection layouts change every batch)
+            return None, (q_end * (q_end + 1) - q_start * (q_start + 1)) // 2
         kind, step = kind[:q_end], step[:q_end]
         causal = torch.ones(q_end - q_start, q_end, dtype=torch.bool).tril(diagonal=q_start)  # (Lq, Lk)
         q_kind, q_step, k_step = kind[q_start:, None], step[q_start:, None], step[None, :]
@@ -234,7 +238,7 @@ class Mode:
             delayed = (kind[None, :] == REASON) & (q_step > k_step) & (q_step <= k_step + self.cfg['reason_delay'])
             if self.cfg['reason_stopgrad']:
                 no_grad = causal & delayed  # seen in the forward pass, but no gradient flows back
-                if not no_grad.any():  # reason_delay=0: nothing to stop
+                if not no_grad.any():  # a single step: nothing to stop
                     no_grad = None
             else:
                 hidden |= delayed
