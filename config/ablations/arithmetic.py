@@ -27,9 +27,9 @@ never trained with) and reasoning runs at N=0 and 1. It writes out/ablations/ari
 accuracy.csv and accuracy_vs_pauses.png; scripts/ablate.py's results.md has the val losses (per
 answer character for the finetunes).
 
-Expected time on 2 cores with --jobs=2: about 30 minutes for the 24 runs (per seed at one thread,
-measured on a busy machine: pretraining ~3.5 min standard and pause, ~7 min reasoning; finetuning
-~1 min standard, ~1.5 min pause, ~2 min reasoning), then about a minute for the eval (~1 s per run
+Expected time on 2 cores with --jobs=2: roughly 15-25 minutes for the 24 runs (400 pretraining and
+250 finetuning iterations; per seed at one thread about 1.5-2 min per pretraining, 3.5 min for
+reasoning, under a minute per finetuning), then about a minute for the eval (~1 s per run
 and inference setting). Reruns skip finished runs.
 """
 
