@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
 
@@ -74,15 +73,8 @@ def fail(msg):
 def runtime(c):
     """(device, device_type, dtype name, autocast context) exactly as train.py derives them."""
     device = c['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
-    device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-    dtype = c['dtype'] or ('float32' if device_type == 'cpu' else
-                           'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-    autocast = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
-    if device_type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device, device_type, dtype, autocast
+    dtype, autocast = train.precision(c, device)
+    return device, 'cuda' if device.startswith('cuda') else 'cpu', dtype, autocast
 
 
 def data_source(c):

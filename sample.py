@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import sys
-from contextlib import nullcontext
 
 import torch
 
@@ -122,13 +121,7 @@ def tokenizer(data_dir, text_vocab):
 def main(argv=None):
     c = configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
     device = c['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
-    device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-    dtype = c['dtype'] or ('float32' if device_type == 'cpu' else
-                           'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}.get(dtype)
-    if ptdtype is None:
-        fail(f"dtype={dtype!r} must be float32, bfloat16 or float16")
-    autocast = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+    _, autocast = train.precision(c, device)
     if c['num_samples'] < 1 or c['max_new_tokens'] < 0:
         fail("num_samples must be >= 1 and max_new_tokens >= 0")
 

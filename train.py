@@ -181,6 +181,22 @@ def train_batch(c, mode, data_dir, iter_num, global_micro, device):
     return to_device(mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)), device)
 
 
+def precision(c, device):
+    """(dtype name, autocast context) for config c on device, the same in train, sample and bench:
+    float32 on CPU, bf16 on GPUs that have it, else fp16 (with a GradScaler in training)."""
+    device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+    dtype = c['dtype'] or ('float32' if device_type == 'cpu' else
+                           'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
+    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}.get(dtype)
+    if ptdtype is None:
+        fail(f"dtype={dtype!r} must be float32, bfloat16 or float16")
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    autocast = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+    return dtype, autocast
+
+
 # ---- model and optimization step --------------------------------------------------------------
 
 def new_model(c, mode):
@@ -383,14 +399,8 @@ def main(argv=None):
             os.remove(stale)  # left by a process killed while saving
     accum = c['gradient_accumulation_steps'] // world
     device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-    dtype = c['dtype'] or ('float32' if device_type == 'cpu' else
-                           'bfloat16' if torch.cuda.is_bf16_supported() else 'float16')
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-    autocast = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+    dtype, autocast = precision(c, device)
     torch.manual_seed(c['seed'] + rank)  # dropout differs across ranks; data does not (see get_chunk)
-    if device_type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
     # -- data and mode
     data_dir = data_dir_of(c)
