@@ -31,6 +31,9 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # bias in Linears and LayerNorms, like GPT-2; False is a bit better and faster
     n_slot_embd: int = 0  # learned per-slot-index embeddings (reasoning slots 1..n); 0 = none
+    # GELU as nn.GELU's `approximate`: exact ('none', as nanoGPT) for models trained here; GPT-2's
+    # checkpoints were trained with the tanh approximation (HF's 'gelu_new'), so from_pretrained sets 'tanh'
+    gelu_approximate: str = 'none'
 
 
 def pad_vocab(n, multiple=64):
@@ -174,7 +177,7 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -298,9 +301,13 @@ class GPT(nn.Module):
         assert set(override_args) <= {'dropout'}, "only dropout can be overridden"
         model_hf = GPT2LMHeadModel.from_pretrained(model_type)
         hf = model_hf.config
+        approximate = {'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh', 'gelu': 'none'}.get(hf.activation_function)
+        if approximate is None:
+            raise SystemExit(f"error: {model_type} uses activation {hf.activation_function!r}; only GELU "
+                             f"(exact or tanh-approximated) GPT-2 models can be loaded")
         config = GPTConfig(n_positions=hf.n_positions, vocab_size=pad_vocab(hf.vocab_size),
                            n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, bias=True,
-                           dropout=override_args.get('dropout', 0.0))
+                           dropout=override_args.get('dropout', 0.0), gelu_approximate=approximate)
         model = GPT(config)
         sd = model.state_dict()
         sd_hf = model_hf.state_dict()

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from model import GPT, pad_vocab
+from model import GPT, GPTConfig, pad_vocab
 
 transformers = pytest.importorskip('transformers')
 
@@ -41,23 +41,24 @@ def compare(path, hf):
     torch.testing.assert_close(ours[..., :VOCAB], ref, rtol=0, atol=1e-5)
 
 
-def our_activation():
-    """The HF name of the GELU our MLP uses: exact ('gelu') or the tanh approximation ('gelu_new')."""
-    from model import MLP, GPTConfig
-    return 'gelu_new' if getattr(MLP(GPTConfig(n_embd=8)).gelu, 'approximate', 'none') == 'tanh' else 'gelu'
+@pytest.mark.parametrize('activation', ['gelu_new', 'gelu'])
+def test_from_pretrained_copies_every_weight(tmp_path, activation):
+    """GPT-2's own activation (the tanh GELU, 'gelu_new') and exact GELU both give the HF logits to
+    fp32 rounding: every weight (transposed Conv1D, tied embedding, positions, LayerNorms) lands
+    where it belongs and the MLP computes the checkpoint's activation."""
+    compare(tmp_path, save_hf(tmp_path, activation))
 
 
-def test_from_pretrained_copies_every_weight(tmp_path):
-    """With the same activation on both sides the logits agree to fp32 rounding: every weight
-    (transposed Conv1D, tied embedding, positions, LayerNorms) lands where it belongs."""
-    compare(tmp_path, save_hf(tmp_path, our_activation()))
+def test_from_pretrained_rejects_other_activations(tmp_path):
+    save_hf(tmp_path, 'relu')
+    with pytest.raises(SystemExit, match="activation 'relu'"):
+        GPT.from_pretrained(str(tmp_path))
 
 
-@pytest.mark.xfail(our_activation() != 'gelu_new', strict=False,
-                   reason="model.py's MLP uses exact nn.GELU(); GPT-2 checkpoints use the tanh "
-                          "approximation ('gelu_new'): logits differ by ~1e-3")
-def test_from_pretrained_matches_gpt2s_activation(tmp_path):
-    compare(tmp_path, save_hf(tmp_path, 'gelu_new'))
+def test_scratch_models_use_exact_gelu():
+    """Models trained here keep nanoGPT's exact GELU; only GPT-2 checkpoints switch to tanh."""
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, n_positions=4, vocab_size=64))
+    assert model.transformer.h[0].mlp.gelu.approximate == 'none'
 
 
 def test_sample_rejects_hf_dir_without_gpt2_vocab(tmp_path):
