@@ -626,8 +626,19 @@ def main(argv=None):
     if run is not None:
         run.finish()
     if ddp:
+        # wait for rank 0's last checkpoint write: a rank that tears gloo down while another is still
+        # working can abort at exit ("terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except SystemExit as e:
+        if not isinstance(e.code, str):
+            raise
+        # the error line in a single write: under torchrun every rank shares stderr, and Python's
+        # own report writes the message and its newline separately, so ranks' lines could interleave
+        os.write(sys.stderr.fileno(), (e.code + '\n').encode())
+        raise SystemExit(1)
