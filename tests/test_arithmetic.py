@@ -85,7 +85,7 @@ def parse(text, meta):
 
 
 def test_records(tmp_path, capsys):
-    splits, meta = make(tmp_path, '--num_train=2000', '--num_val=200', '--seed=1')
+    splits, meta = make(tmp_path, '--ops=+,*', '--num_train=2000', '--num_val=200', '--seed=1')
     assert (meta['record_len'], meta['prompt_len'], meta['answer_len']) == (13, 8, 4)  # 3-digit +, 2-digit *
     assert meta['vocab_size'] == len(meta['stoi']) == len(meta['itos'])
     assert all(meta['stoi'][ch] == i for i, ch in meta['itos'].items())
@@ -106,6 +106,14 @@ def test_records(tmp_path, capsys):
     assert not set(problems['train']) & set(problems['val'])
 
 
+def test_default_task_is_three_digit_addition(tmp_path, capsys):
+    splits, meta = make(tmp_path)
+    assert (meta['ops'], meta['add_digits'], meta['num_train'], meta['num_val']) == (['+'], 3, 40000, 1000)
+    assert (meta['record_len'], meta['prompt_len'], meta['answer_len']) == (13, 8, 4)
+    rows = parse(splits['val'], meta)
+    assert {op for _, op, _, _ in rows} == {'+'} and all(int(ans) == a + b for a, _, b, ans in rows)
+
+
 def test_small_space_uses_every_problem(tmp_path, capsys):
     # 1-digit addition has 100 problems: 80 train and 20 val, as 400 : 100
     splits, meta = make(tmp_path, '--ops=+', '--add_digits=1', '--num_train=400', '--num_val=100')
@@ -113,9 +121,9 @@ def test_small_space_uses_every_problem(tmp_path, capsys):
     train, val = ({(a, b) for a, _, b, _ in parse(splits[s], meta)} for s in ('train', 'val'))
     assert len(val) == 20 and len(train) == 80 and train | val == {(a, b) for a in range(10) for b in range(10)}
     assert splits['val'][:7].endswith('\n') and (meta['num_train'], meta['num_val']) == (80, 20)
-    # the default: 2-digit multiplication has 10,000 problems for the requested 10,000 + 500
+    # 2-digit multiplication has 10,000 problems for the default 40,000 + 1,000 requested
     _, meta = make(tmp_path / 'default', '--ops=*')
-    assert (meta['num_train'], meta['num_val']) == (9524, 476)
+    assert (meta['num_train'], meta['num_val']) == (9756, 244)
 
 
 @pytest.mark.parametrize('args,message', [

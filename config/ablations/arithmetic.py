@@ -6,15 +6,14 @@ and reasoning N=1 against standard, on a CPU: exact-match accuracy, 3 seeds.
     python scripts/ablate.py config/ablations/arithmetic.py --jobs=2
     python scripts/eval_arithmetic.py --grid=config/ablations/arithmetic.py --num_pause_tokens=0,1,2,4,8 --num_reason_tokens=0,1
 
-The task is data/arithmetic's default: 3-digit addition and 2-digit multiplication, 19,524
-problems to train on and 976 held out ("123+ 45= 168", " 67* 89=5963"; answers most significant
-digit first, so the first answer digit needs every carry: extra computation before answering
-should help).
+The task is data/arithmetic's default: 3-digit addition, 40,000 problems to train on and 1,000
+held out ("123+945=1068"; answers most significant digit first, so the first answer digit needs
+every carry: extra computation before answering should help).
 
 Pretraining (config/arithmetic/pretrain.py: the CPU recipe's 4-layer, 128-wide model, next-token
-prediction over whole records, 800 steps) in standard, pause (10% random pauses) and reasoning
-(N=1) mode; then finetuning on the answers only (config/arithmetic/finetune.py, 500 steps) from
-those weights:
+prediction over whole records, 400 steps) in standard, pause (10% random pauses) and reasoning
+(N=1) mode; then finetuning on the answers only (config/arithmetic/finetune.py, 500 steps, where
+standard finetuning is midway through learning the task) from those weights:
 
     StdPT-StdFT, PausePT-StdFT        no pauses
     StdPT-PauseFT, PausePT-PauseFT    M = 4 pauses after every prompt
@@ -27,10 +26,9 @@ never trained with) and reasoning runs at N=0 and 1. It writes out/ablations/ari
 accuracy.csv and accuracy_vs_pauses.png; scripts/ablate.py's results.md has the val losses (per
 answer character for the finetunes).
 
-Expected time on 2 cores with --jobs=2: roughly 15-25 minutes for the 24 runs (400 pretraining and
-250 finetuning iterations; per seed at one thread about 1.5-2 min per pretraining, 3.5 min for
-reasoning, under a minute per finetuning), then about a minute for the eval (~1 s per run
-and inference setting). Reruns skip finished runs.
+Expected time on 2 cores with --jobs=2: roughly 45-50 minutes for the 24 runs (per seed at one
+thread about 2-4 min per pretraining, 8 min for reasoning, 2-4 min per finetuning), then a few
+minutes for the eval. Reruns skip finished runs.
 """
 
 import os

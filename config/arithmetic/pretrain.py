@@ -10,7 +10,7 @@
 # then finetune on the answers only with config/arithmetic/finetune.py.
 #
 # block_size counts text tokens and is a whole number of records: 8 of the default 13-character
-# records (3-digit +, 2-digit *). The model gets that many positions, which must cover the finetune
+# records (3-digit +). The model gets that many positions, which must cover the finetune
 # layouts (4 records plus M pauses after each prompt: 52 + 4M <= 104 for M <= 13). Other record
 # lengths (prepare.py --add_digits/--mul_digits/--ops) need another block_size here and in finetune.py.
 
