@@ -43,12 +43,15 @@ def pad_vocab(n, multiple=64):
 class Visibility:
     """
     Attention rules for a layout of Lq queries over Lk keys (queries are the last Lq slots).
-    allow:   (Lq, Lk) bool, True where the query may attend the key (causality included).
+    allow:   (Lq, Lk) bool, True where the query may attend the key; always within causal attention.
     no_grad: (Lq, Lk) bool subset of allow, or None: the query attends the key in the forward
              pass but sends no gradient into that key's k and v (the stop-gradient variant).
     Built once per layout and cached by whoever builds it (modes.py); the model derives the
-    FlexAttention block masks from it lazily and keeps them here, so they are built once too.
+    dense-mask chunks and FlexAttention block masks from it lazily and keeps them here, so they are
+    built once too.
     """
+
+    QUERY_CHUNK = 256  # dense-mask attention runs over query chunks of this many slots (see chunks)
 
     def __init__(self, allow, no_grad=None):
         self.allow = allow
@@ -66,6 +69,28 @@ class Visibility:
         if key not in self._device_masks:
             m = self.allow_grad if with_grad else self.allow
             self._device_masks[key] = m.to(device)
+        return self._device_masks[key]
+
+    def chunks(self, device, with_grad):
+        """
+        [(q_start, q_end, n_keys, mask)] covering the queries. The rules lie within causal attention,
+        so queries q_start..q_end-1 can only see the first n_keys keys (up to the last of them), and
+        each chunk attends to that prefix alone: the fully masked blocks above the diagonal, which
+        SDPA's is_causal skips but a dense mask would compute, are never computed. mask is the
+        chunk's (q_end - q_start, n_keys) rows, or (.., 2 n_keys) with gradients routed to the
+        detached key copies as in `mask`.
+        """
+        key = ('chunks', device, with_grad, self.QUERY_CHUNK)
+        if key not in self._device_masks:
+            Lq, Lk = self.allow.shape
+            m = self.mask(device, with_grad)
+            out = []
+            for q0 in range(0, Lq, self.QUERY_CHUNK):
+                q1 = min(q0 + self.QUERY_CHUNK, Lq)
+                n = Lk - Lq + q1
+                rows = m[q0:q1]
+                out.append((q0, q1, n, torch.cat([rows[:, :n], rows[:, Lk:Lk + n]], 1) if with_grad else rows[:, :n]))
+            self._device_masks[key] = out
         return self._device_masks[key]
 
     def block_mask(self, device, with_grad):
@@ -159,15 +184,20 @@ class CausalSelfAttention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         else:
             with_grad = vis.no_grad is not None and torch.is_grad_enabled()
-            if with_grad:  # route gradient-free pairs to detached copies (see Visibility)
-                k = torch.cat([k, k.detach()], dim=2)  # (B, nh, 2L, hs)
-                v = torch.cat([v, v.detach()], dim=2)  # (B, nh, 2L, hs)
             # FlexAttention has no backward on CPU: there it serves inference (and tests) only
             if self.use_flex and dropout_p == 0.0 and cache is None and (x.is_cuda or not torch.is_grad_enabled()):
+                if with_grad:  # route gradient-free pairs to detached copies (see Visibility)
+                    k = torch.cat([k, k.detach()], dim=2)  # (B, nh, 2L, hs)
+                    v = torch.cat([v, v.detach()], dim=2)  # (B, nh, 2L, hs)
                 y = flex_attention(q, k, v, vis.block_mask(x.device, with_grad))
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=vis.mask(x.device, with_grad),
-                                                   dropout_p=dropout_p)
+            else:  # SDPA with a dense mask, by query chunks that see only the keys up to their last query
+                ys = []
+                for q0, q1, n, mask in vis.chunks(x.device, with_grad):
+                    kc, vc = k[:, :, :n], v[:, :, :n]  # (B, nh, n, hs)
+                    if with_grad:  # route gradient-free pairs to detached copies (see Visibility)
+                        kc, vc = torch.cat([kc, kc.detach()], dim=2), torch.cat([vc, vc.detach()], dim=2)  # (B, nh, 2n, hs)
+                    ys.append(F.scaled_dot_product_attention(q[:, :, q0:q1], kc, vc, attn_mask=mask, dropout_p=dropout_p))
+                y = torch.cat(ys, dim=2) if len(ys) > 1 else ys[0]  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

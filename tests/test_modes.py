@@ -389,7 +389,11 @@ def test_reflect_hidden_information_flow(repeat):
             assert D[later_text][:, refl[:1]].min() > MOVED
 
 
-def test_reflect_hidden_train_loss_matches_reference_mask():
+@pytest.mark.parametrize('query_chunk', [128, 7])
+def test_reflect_hidden_train_loss_matches_reference_mask(query_chunk, monkeypatch):
+    """Loss and gradients equal a plain masked-softmax attention on the spec's mask, also when the
+    dense-mask attention runs in query chunks of 7 slots over growing key prefixes."""
+    monkeypatch.setattr(Visibility, 'QUERY_CHUNK', query_chunk)
     T = 24
     mode = make_mode('reflection', reflect_rate=0.25, reflect_hidden=True)
     model = tiny_model(mode, T)
@@ -398,10 +402,13 @@ def test_reflect_hidden_train_loss_matches_reference_mask():
     b = mode.train_batch(chunk, counts)
     lay = mode.layout(counts)
     allow, _ = spec_masks(mode, lay)
-    with torch.no_grad():
-        _, loss = model(**b)
-        _, ref = model(**dict(b, vis=Visibility(allow)))
-    torch.testing.assert_close(loss, ref, rtol=0, atol=1e-6)
+    loss, g = grads(model, b)
+    with monkeypatch.context() as mp:
+        mp.setattr(model_module.CausalSelfAttention, 'forward', reference_attention(allow, torch.zeros_like(allow)))
+        ref_loss, ref_g = grads(model, b)
+    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=1e-6)
+    for n in g:
+        torch.testing.assert_close(g[n], ref_g[n], rtol=1e-4, atol=1e-5, msg=lambda m: f'{n}: {m}')
     assert lay.attended_pairs == int(allow.sum())
 
 
@@ -577,9 +584,12 @@ def test_reason_stopgrad_forward_is_full_causal(N, K):
 
 @pytest.mark.parametrize('N,K', [(1, 1), (2, 2), (3, 1)])
 @pytest.mark.parametrize('stopgrad', [True, False])
-def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, monkeypatch):
+@pytest.mark.parametrize('query_chunk', [128, 5])
+def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, query_chunk, monkeypatch):
     """Every parameter's gradient equals the autograd reference that detaches k/v exactly for the
-    pairs (query at steps t+1..t+K, key a reasoning slot of step t)."""
+    pairs (query at steps t+1..t+K, key a reasoning slot of step t); with query chunks of 5 slots
+    the dense-mask attention runs as several chunks over growing key prefixes (Visibility.chunks)."""
+    monkeypatch.setattr(Visibility, 'QUERY_CHUNK', query_chunk)
     T = 8
     mode = make_mode('reasoning', num_reason_tokens=N, reason_delay=K, reason_stopgrad=stopgrad)
     model = tiny_model(mode, T)
