@@ -5,7 +5,8 @@ The model knows nothing about thinking-token modes. A mode (see modes.py) turns 
 token layout and hands the model, besides token ids:
   pos      (L,)    position of each slot (slots may share a position)
   slot     (L,)    index into the slot embeddings (0 = none), for reasoning slots
-  vis      Visibility: who may attend to whom, and where attention must not pass gradient
+  vis      Visibility: who may attend to whom, where attention must not pass gradient, and
+                   optionally which slots' outputs are ever read (the last block computes only those)
   predict  (P,)    the slots the LM head runs on (None = every slot)
 With all of them left at None this is exactly GPT-2 with SDPA's `is_causal` fast path.
 
@@ -42,26 +43,47 @@ def pad_vocab(n, multiple=64):
 
 class Visibility:
     """
-    Attention rules for a layout of Lq queries over Lk keys (queries are the last Lq slots).
+    Attention rules for Lq queries over Lk keys.
     allow:   (Lq, Lk) bool, True where the query may attend the key; always within causal attention.
     no_grad: (Lq, Lk) bool subset of allow, or None: the query attends the key in the forward
              pass but sends no gradient into that key's k and v (the stop-gradient variant).
-    Built once per layout and cached by whoever builds it (modes.py); the model derives the
-    dense-mask chunks and FlexAttention block masks from it lazily and keeps them here, so they are
-    built once too.
+    read:    (R,) sorted query rows whose outputs are the only ones ever used (predicted from), or
+             None for all. Nothing attends to a slot's last-layer output, so the last block then
+             computes attention and MLP for these rows only (reasoning: the text slots).
+    q_slots: (Lq,) the key index of each query; default: the queries are the last Lq keys.
+    Index tensors live on the CPU. Built once per layout and cached by whoever builds it (modes.py);
+    the model derives the dense-mask chunks, FlexAttention block masks and the read rows' Visibility
+    from it lazily and keeps them here, so they are built once too.
     """
 
     QUERY_CHUNK = 256  # dense-mask attention runs over query chunks of this many slots (see chunks)
 
-    def __init__(self, allow, no_grad=None):
+    def __init__(self, allow, no_grad=None, read=None, q_slots=None):
         self.allow = allow
         self.no_grad = no_grad if (no_grad is not None and bool(no_grad.any())) else None
+        Lq, Lk = allow.shape
+        self.q_slots = torch.arange(Lk - Lq, Lk) if q_slots is None else q_slots
+        self.read = read
+        self._read_vis = None
         # Stop-gradient by key duplication: keys/values are concatenated with detached copies
         # (B, nh, 2*Lk, hs) and every (query, key) pair is routed to exactly one copy, so the
         # softmax is unchanged while the detached half carries no gradient to k and v.
         if self.no_grad is not None:
             self.allow_grad = torch.cat([allow & ~self.no_grad, self.no_grad], dim=1)  # (Lq, 2Lk)
         self._device_masks = {}
+
+    def read_rows(self):
+        """The Visibility of the read rows alone (the queries of the last block), built once."""
+        if self._read_vis is None:
+            self._read_vis = Visibility(self.allow[self.read], None if self.no_grad is None else self.no_grad[self.read],
+                                        q_slots=self.q_slots[self.read])
+        return self._read_vis
+
+    def read_index(self, device):
+        key = ('read', device)
+        if key not in self._device_masks:
+            self._device_masks[key] = self.read.to(device)
+        return self._device_masks[key]
 
     def mask(self, device, with_grad):
         """The dense bool mask for SDPA on `device`: (Lq, 2Lk) when gradients must be routed."""
@@ -74,7 +96,7 @@ class Visibility:
     def chunks(self, device, with_grad):
         """
         [(q_start, q_end, n_keys, mask)] covering the queries. The rules lie within causal attention,
-        so queries q_start..q_end-1 can only see the first n_keys keys (up to the last of them), and
+        so queries q_start..q_end-1 can only see the first n_keys keys (up to the last one's slot), and
         each chunk attends to that prefix alone: the fully masked blocks above the diagonal, which
         SDPA's is_causal skips but a dense mask would compute, are never computed. mask is the
         chunk's (q_end - q_start, n_keys) rows, or (.., 2 n_keys) with gradients routed to the
@@ -87,7 +109,7 @@ class Visibility:
             out = []
             for q0 in range(0, Lq, self.QUERY_CHUNK):
                 q1 = min(q0 + self.QUERY_CHUNK, Lq)
-                n = Lk - Lq + q1
+                n = int(self.q_slots[q1 - 1]) + 1
                 rows = m[q0:q1]
                 out.append((q0, q1, n, torch.cat([rows[:, :n], rows[:, Lk:Lk + n]], 1) if with_grad else rows[:, :n]))
             self._device_masks[key] = out
@@ -137,6 +159,53 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
+class KeyPrefixes(torch.autograd.Function):
+    """
+    The first n keys (or values) of x (B, nh, L, hs) for each n in sizes, as views. Slicing each
+    prefix on its own would make autograd allocate and zero a full-size gradient per prefix before
+    summing them; at 4096 slots on CPU those fresh (page-faulting) buffers took longer than the
+    attention itself. Here the prefixes' gradients are summed into one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, x, sizes):
+        ctx.shape, ctx.sizes = x.shape, sizes
+        return tuple(x[:, :, :n] for n in sizes)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        grad = None
+        for n, g in zip(ctx.sizes, grads):
+            if g is not None:
+                if grad is None:
+                    grad = g.new_zeros(ctx.shape)  # (B, nh, L, hs)
+                grad[:, :, :n] += g
+        return grad, None
+
+
+class Linear(nn.Linear):
+    """
+    nn.Linear, except for inference on a few rows on the CPU (decoding), where it computes
+    y^T = W x^T with at least two columns. Decoding is bound by reading W from memory, and x W^T on
+    1-8 rows goes to MKL's matrix-vector and small-matrix kernels, which read W on one thread at
+    ~13 GB/s here (2-core EPYC); W x^T on two columns reads it with every thread. Measured on the
+    124M shapes, fp32, weights out of cache: 768->2304 took 549 us (1 row) and 917 us (2 rows) as
+    x W^T, 236 us as W x^T; the 50304-row LM head 12.4 ms vs 5.9 ms. A single row is doubled (the
+    extra column is free: the time is spent reading W). Training and GPUs use F.linear unchanged.
+    """
+
+    DECODE_ROWS = 8
+
+    def forward(self, x):
+        rows = x.numel() // self.in_features
+        if torch.is_grad_enabled() or x.device.type != 'cpu' or rows > self.DECODE_ROWS:
+            return F.linear(x, self.weight, self.bias)
+        x2 = x.reshape(rows, self.in_features).contiguous()
+        xt = (x2.repeat(2, 1) if rows == 1 else x2).t()  # (in, >=2), column-major: MKL's fast layout here
+        yt = self.weight @ xt if self.bias is None else torch.addmm(self.bias[:, None], self.weight, xt)  # (out, >=2)
+        return yt[:, :rows].t().contiguous().view(*x.shape[:-1], self.out_features)
+
+
 class LayerNorm(nn.Module):
     """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
 
@@ -154,8 +223,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
         assert config.n_embd % config.n_head == 0
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
@@ -163,7 +232,9 @@ class CausalSelfAttention(nn.Module):
         self.layer_idx = layer_idx
         self.use_flex = False  # set by GPT.set_attention_backend
 
-    def forward(self, x, vis=None, cache=None):
+    def forward(self, x, vis=None, cache=None, rows=None):
+        """x (B, T, C) -> (B, T, C); with rows (R,), only those slots query: -> (B, R, C), vis being
+        the Visibility of those rows."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -173,6 +244,8 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.update(self.layer_idx, k, v)  # (B, nh, past+T, hs)
+        if rows is not None:
+            q = q[:, :, rows]  # (B, nh, R, hs)
         dropout_p = self.attn_dropout if self.training else 0.0
 
         if vis is None:
@@ -191,14 +264,21 @@ class CausalSelfAttention(nn.Module):
                     v = torch.cat([v, v.detach()], dim=2)  # (B, nh, 2L, hs)
                 y = flex_attention(q, k, v, vis.block_mask(x.device, with_grad))
             else:  # SDPA with a dense mask, by query chunks that see only the keys up to their last query
+                chunks = vis.chunks(x.device, with_grad)
+                sizes = tuple(n for _, _, n, _ in chunks)
+                if sizes == (k.size(2),):  # one chunk over every key
+                    k_prefixes, v_prefixes = (k,), (v,)
+                else:
+                    k_prefixes, v_prefixes = KeyPrefixes.apply(k, sizes), KeyPrefixes.apply(v, sizes)
+                # split, not sliced: the chunks' gradients are concatenated, not zero-padded and summed
+                q_chunks = q.split([q1 - q0 for q0, q1, _, _ in chunks], dim=2)
                 ys = []
-                for q0, q1, n, mask in vis.chunks(x.device, with_grad):
-                    kc, vc = k[:, :, :n], v[:, :, :n]  # (B, nh, n, hs)
+                for (_, _, n, mask), qc, kc, vc in zip(chunks, q_chunks, k_prefixes, v_prefixes):  # kc, vc: (B, nh, n, hs)
                     if with_grad:  # route gradient-free pairs to detached copies (see Visibility)
                         kc, vc = torch.cat([kc, kc.detach()], dim=2), torch.cat([vc, vc.detach()], dim=2)  # (B, nh, 2n, hs)
-                    ys.append(F.scaled_dot_product_attention(q[:, :, q0:q1], kc, vc, attn_mask=mask, dropout_p=dropout_p))
-                y = torch.cat(ys, dim=2) if len(ys) > 1 else ys[0]  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+                    ys.append(F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, dropout_p=dropout_p))
+                y = torch.cat(ys, dim=2) if len(ys) > 1 else ys[0]  # (B, nh, T or R, hs)
+        y = y.transpose(1, 2).contiguous().view(B, q.size(2), C)  # (B, T or R, C)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -206,9 +286,9 @@ class MLP(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU(approximate=config.gelu_approximate)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -224,8 +304,10 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, vis=None, cache=None):
-        x = x + self.attn(self.ln_1(x), vis, cache)
+    def forward(self, x, vis=None, cache=None, rows=None):
+        """x (B, T, C) -> (B, T, C), or (B, R, C) for the slots in rows (see CausalSelfAttention)."""
+        a = self.attn(self.ln_1(x), vis, cache, rows)
+        x = (x if rows is None else x[:, rows]) + a
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -248,7 +330,7 @@ class GPT(nn.Module):
             # row 0 (text slots) stays zero and untrained, so a text slot is embedded as in GPT-2
             modules['wse'] = nn.Embedding(config.n_slot_embd + 1, config.n_embd, padding_idx=0)
         self.transformer = nn.ModuleDict(modules)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying (https://paperswithcode.com/method/weight-tying)
         self.transformer.wte.weight = self.lm_head.weight
 
@@ -285,6 +367,7 @@ class GPT(nn.Module):
         """
         idx: (B, L) token ids. targets: (B, P) next-token ids for the predicted slots, -1 = no loss.
         Returns (logits (B, P, V), loss); without targets only the last slot's logits (B, 1, V).
+        With vis.read set, predict=None means the read slots, and predict must lie within them.
         """
         device = idx.device
         b, t = idx.size()
@@ -298,11 +381,25 @@ class GPT(nn.Module):
         if slot is not None and self.config.n_slot_embd > 0:
             x = x + self.transformer.wse(slot)  # (L, C) broadcast over the batch
         x = self.transformer.drop(x)
-        for block in self.transformer.h:
-            x = block(x, vis, cache)
+        read = None if vis is None else vis.read
+        for i, block in enumerate(self.transformer.h):
+            if read is not None and i == self.config.n_layer - 1:
+                # only the read slots' outputs are ever used: the last block computes those rows alone
+                x = block(x, vis.read_rows(), cache, vis.read_index(device))  # (B, R, C)
+            else:
+                x = block(x, vis, cache)  # (B, L, C)
         if cache is not None:
             cache.length += t
         x = self.transformer.ln_f(x)
+        if read is not None:  # predict indexes the layout's slots: map it onto the read rows
+            if predict is not None:
+                rows = vis.read_index(device)
+                predict_rows = torch.searchsorted(rows, predict).clamp_(max=rows.numel() - 1)
+                if not torch.equal(rows[predict_rows], predict):
+                    raise ValueError("predict names slots outside vis.read, whose outputs the last block does not compute")
+                predict = predict_rows
+            elif targets is None and int(read[-1]) != t - 1:
+                raise ValueError("the last slot is not in vis.read: name the slot to read with predict")
 
         if targets is not None:
             if predict is not None:
@@ -367,19 +464,28 @@ class GPT(nn.Module):
         extra = dict(fused=True) if use_fused else dict()
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
-    def flops_per_layout(self, attended_pairs, n_slots, n_predicted):
+    def flops_per_layout(self, attended_pairs, n_slots, n_predicted, read=None):
         """
         Training FLOPs (forward + backward) for one sequence whose layout has n_slots slots,
         attended_pairs visible (query, key) pairs and n_predicted slots through the LM head.
-        Counts only the matmul work the layout needs: 6 FLOPs per weight per slot for the blocks,
-        6 per LM-head weight per predicted slot, and 2*2*hs per visible pair per head for QK^T and
-        AV (x3 for backward). Masked pairs are not counted, so MFU cannot exceed 100% by overcounting.
+        Counts the matmul work the model does: 6 FLOPs per weight per slot for the blocks, 6 per
+        LM-head weight per predicted slot, and 2*2*hs per visible pair per head for QK^T and AV (x3
+        for backward). read = (n_read, read_pairs) when the last block computes only the read rows
+        (Visibility.read): there every slot still goes through c_attn (keys and values), and only
+        the read rows through the rest. Masked pairs and skipped rows are not counted, so MFU
+        cannot exceed 100% by overcounting.
         """
         cfg = self.config
-        block_params = sum(p.numel() for p in self.transformer.h.parameters())
+        layer_params = sum(p.numel() for p in self.transformer.h.parameters()) // cfg.n_layer
         head_params = self.lm_head.weight.numel()
-        attn = 3 * 4 * cfg.n_embd * attended_pairs * cfg.n_layer  # n_head * hs == n_embd
-        return 6 * block_params * n_slots + 6 * head_params * n_predicted + attn
+        pair_flops = 3 * 4 * cfg.n_embd  # n_head * hs == n_embd
+        full_layers = cfg.n_layer if read is None else cfg.n_layer - 1
+        flops = full_layers * (6 * layer_params * n_slots + pair_flops * attended_pairs)
+        if read is not None:
+            n_read, read_pairs = read
+            c_attn = sum(p.numel() for p in self.transformer.h[-1].attn.c_attn.parameters())
+            flops += 6 * c_attn * n_slots + 6 * (layer_params - c_attn) * n_read + pair_flops * read_pairs
+        return flops + 6 * head_params * n_predicted
 
 
 # Peak dense bf16 tensor-core FLOP/s of the GPUs we know; anything else uses the config's peak_flops.

@@ -61,6 +61,7 @@ class Layout:
     eval_slots: torch.Tensor      # (T,) the slot whose prediction of x_{t+1} counts
     vis: Optional[Visibility]     # None = plain causal (SDPA's is_causal fast path)
     attended_pairs: int           # visible (query, key) pairs, for FLOP counts
+    read_pairs: int               # the pairs of vis.read's queries (all pairs when vis.read is None)
 
     def __len__(self):
         return self.kind.numel()
@@ -214,20 +215,26 @@ class Mode:
             pos, slot = step.clone(), (sub if self.num_reason > 0 else None)
         else:
             pos, slot = torch.arange(L), None
-        vis, pairs = self.visibility(kind, step) if with_vis else (None, 0)
+        vis, pairs, read_pairs = self.visibility(kind, step) if with_vis else (None, 0, 0)
+        if vis is not None and vis.read is not None:  # the model computes only these slots' outputs
+            assert torch.equal(vis.read, eval_slots) and torch.equal(vis.read, has_tgt.nonzero().squeeze(1))
         return Layout(counts=counts, kind=kind, step=step, src=step.clone(), special=special, tgt=tgt,
-                      pos=pos, slot=slot, eval_slots=eval_slots, vis=vis, attended_pairs=pairs)
+                      pos=pos, slot=slot, eval_slots=eval_slots, vis=vis, attended_pairs=pairs,
+                      read_pairs=read_pairs)
 
     def visibility(self, kind, step, q_start=0, q_end=None):
         """
         Causal attention minus the mode's rules, for the queries q_start..q_end over the keys
-        0..q_end. Returns (Visibility or None when nothing is removed, visible pair count).
+        0..q_end. Returns (Visibility or None when nothing is removed, visible pair count, visible
+        pairs of the read queries). In reasoning layouts only text slots are ever predicted from,
+        so the Visibility names them as `read` and the model's last block computes only those.
         """
         q_end = kind.numel() if q_end is None else q_end
         masked = (self.name == 'reasoning' and self.num_reason > 0 and self.cfg['reason_delay'] > 0) or \
             (self.name == 'reflection' and self.cfg['reflect_hidden'])
         if not masked:  # plain causal: no mask to build (pause/reflection layouts change every batch)
-            return None, (q_end * (q_end + 1) - q_start * (q_start + 1)) // 2
+            pairs = (q_end * (q_end + 1) - q_start * (q_start + 1)) // 2
+            return None, pairs, pairs
         kind, step = kind[:q_end], step[:q_end]
         causal = torch.ones(q_end - q_start, q_end, dtype=torch.bool).tril(diagonal=q_start)  # (Lq, Lk)
         q_kind, q_step, k_step = kind[q_start:, None], step[q_start:, None], step[None, :]
@@ -249,8 +256,10 @@ class Mode:
         allow = causal & ~hidden
         pairs = int(allow.sum())
         if not hidden.any() and no_grad is None:
-            return None, pairs
-        return Visibility(allow, no_grad), pairs
+            return None, pairs, pairs
+        read = (kind[q_start:] == TEXT).nonzero().squeeze(1) if self.name == 'reasoning' else None
+        read_pairs = pairs if read is None else int(allow[read].sum())
+        return Visibility(allow, no_grad, read=read), pairs, read_pairs
 
     # ---- batches for the model ----------------------------------------------------------
 
@@ -289,7 +298,8 @@ class Mode:
             counts = self.train_counts(block_size, torch.Generator().manual_seed(0))
         lay = self.layout(counts)
         n_pred = len(lay) if lay.loss_slots is None else lay.loss_slots.numel()
-        return model.flops_per_layout(lay.attended_pairs, len(lay), n_pred) / block_size
+        read = None if lay.vis is None or lay.vis.read is None else (lay.vis.read.numel(), lay.read_pairs)
+        return model.flops_per_layout(lay.attended_pairs, len(lay), n_pred, read) / block_size
 
 
 def to_device(batch, device):
@@ -340,9 +350,9 @@ def generate(model, mode, prompt, max_new_tokens, temperature=1.0, top_k=None, k
                 cache = KVCache(model.config, text.size(0), n_positions * mode.slots_per_position(),
                                 device, next(model.parameters()).dtype)
         ids = lay.inputs(text[:, start:])[:, fed:read + 1]  # (B, new slots)
-        vis, _ = mode.visibility(lay.kind, lay.step, fed, read + 1)  # rows of the new queries
-        if vis is not None:
-            vis = Visibility(vis.allow)  # no gradients here: the forward pass sees all allowed keys
+        vis, _, _ = mode.visibility(lay.kind, lay.step, fed, read + 1)  # rows of the new queries
+        if vis is not None:  # no gradients here: the forward pass sees all allowed keys
+            vis = Visibility(vis.allow, read=vis.read)
         logits, _ = model(ids, pos=lay.pos[fed:read + 1].to(device),
                           slot=None if lay.slot is None else lay.slot[fed:read + 1].to(device),
                           vis=vis, cache=cache if kv_cache else None)

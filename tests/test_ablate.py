@@ -123,7 +123,7 @@ def test_equal_flops_variant_trains_to_the_reference_flops(grid):
     ref, equal = metrics(grid['dirs'][REF])[-1], metrics(grid['dirs'][EQUAL])[-1]
     # the runner's FLOPs without training are train.py's, so the iterations follow from the ratio
     ratio = ref['flops_per_text_token'] / equal['flops_per_text_token']
-    assert ratio > 1.5
+    assert ratio > 1.15  # N=1 doubles the slots; the last block computes only the text slots
     assert equal['iter'] == round(TINY['max_iters'] * ratio) and ref['iter'] == TINY['max_iters']
     per_iter = equal['train_flops'] / equal['iter']
     assert abs(equal['train_flops'] - ref['train_flops']) <= per_iter / 2  # equal up to rounding

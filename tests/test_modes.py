@@ -135,10 +135,16 @@ class Perturb:
         self.handle.remove()
 
 
+def every_row(vis):
+    """The same rules with every slot's output computed (no vis.read)."""
+    return None if vis is None else Visibility(vis.allow, vis.no_grad)
+
+
 def all_slot_logits(model, batch):
-    """Logits at every slot of the layout (B, L, V) for the batch's inputs/positions/visibility."""
+    """Logits at every slot of the layout (B, L, V) for the batch's inputs/positions/visibility,
+    reasoning slots included (whose outputs the model normally skips in its last block)."""
     L = batch['idx'].size(1)
-    logits, _ = model(batch['idx'], pos=batch['pos'], slot=batch['slot'], vis=batch['vis'],
+    logits, _ = model(batch['idx'], pos=batch['pos'], slot=batch['slot'], vis=every_row(batch['vis']),
                       predict=torch.arange(L))
     return logits
 
@@ -535,18 +541,21 @@ def reference_attention(allow, no_grad):
     """A slow CausalSelfAttention.forward that routes gradient per (query, key) pair from the
     spec's masks: pairs in no_grad use detached k and v, everything else is plain masked softmax."""
 
-    def forward(self, x, vis=None, cache=None):
+    def forward(self, x, vis=None, cache=None, rows=None):
         assert cache is None
         B, T, C = x.size()
         nh, hs = self.n_head, C // self.n_head
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (z.view(B, T, nh, hs).transpose(1, 2) for z in (q, k, v))
+        a, ng = allow, no_grad
+        if rows is not None:  # the last block: only the read slots query
+            q, a, ng = q[:, :, rows], allow[rows], no_grad[rows]
         s_live = q @ k.transpose(-2, -1) / math.sqrt(hs)
         s_dead = q @ k.detach().transpose(-2, -1) / math.sqrt(hs)
-        s = torch.where(no_grad, s_dead, s_live).masked_fill(~allow, float('-inf'))
+        s = torch.where(ng, s_dead, s_live).masked_fill(~a, float('-inf'))
         p = torch.softmax(s, dim=-1)
-        y = (p * ~no_grad) @ v + (p * no_grad) @ v.detach()
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = (p * ~ng) @ v + (p * ng) @ v.detach()
+        y = y.transpose(1, 2).contiguous().view(B, q.size(2), C)
         return self.resid_dropout(self.c_proj(y))
 
     return forward
@@ -608,6 +617,44 @@ def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, query_chun
         torch.testing.assert_close(g[n], ref_g[n], rtol=1e-4, atol=1e-5, msg=lambda m: f'{n}: {m}')
     if stopgrad:  # the test has teeth: stop-gradient changes the gradients of plain attention
         assert max((g[n] - plain_g[n]).abs().max() for n in g) > 1e-4
+
+
+@pytest.mark.parametrize('N,K,stopgrad', [(1, 1, False), (3, 1, True), (2, 2, False)])
+@pytest.mark.parametrize('query_chunk', [128, 5])
+def test_last_block_computing_only_text_slots_changes_nothing(N, K, stopgrad, query_chunk, monkeypatch):
+    """Reasoning layouts name their text slots as vis.read, and the last block computes only those
+    rows. Loss, logits and every gradient equal computing every slot through every block."""
+    monkeypatch.setattr(Visibility, 'QUERY_CHUNK', query_chunk)
+    T = 8
+    mode = make_mode('reasoning', num_reason_tokens=N, reason_delay=K, reason_stopgrad=stopgrad)
+    model = tiny_model(mode, T)
+    counts = mode.train_counts(T, None)
+    lay = mode.layout(counts)
+    assert lay.vis.read.tolist() == (lay.kind == TEXT).nonzero().squeeze(1).tolist()
+    assert lay.read_pairs == int(spec_masks(mode, lay)[0][lay.kind == TEXT].sum()) < lay.attended_pairs
+    b = mode.train_batch(make_chunk(3, T), counts)
+    full = dict(b, vis=every_row(b['vis']))
+    loss, g = grads(model, b)
+    full_loss, full_g = grads(model, full)
+    torch.testing.assert_close(loss, full_loss, rtol=0, atol=1e-6)
+    for n in g:
+        torch.testing.assert_close(g[n], full_g[n], rtol=1e-4, atol=1e-6, msg=lambda m: f'{n}: {m}')
+    with torch.no_grad():
+        some = b['predict'][[1, 4, 6]]  # any text slots can be asked for ...
+        logits, _ = model(b['idx'], pos=b['pos'], slot=b['slot'], vis=b['vis'], predict=some)
+        full_logits, _ = model(b['idx'], pos=b['pos'], slot=b['slot'], vis=full['vis'], predict=some)
+        torch.testing.assert_close(logits, full_logits, rtol=0, atol=1e-5)
+        with pytest.raises(ValueError, match='outside vis.read'):  # ... but not a reasoning slot
+            model(b['idx'], pos=b['pos'], slot=b['slot'], vis=b['vis'], predict=b['predict'] + 1)
+        with pytest.raises(ValueError, match='last slot is not in vis.read'):  # it ends in reasoning slots
+            model(b['idx'], pos=b['pos'], slot=b['slot'], vis=b['vis'])
+    # the FLOP count drops by the skipped rows' work in the last block, and only by that
+    model_flops = mode.flops_per_text_token(model, T) * T
+    c = model.config
+    layer = sum(p.numel() for p in model.transformer.h[0].parameters())
+    c_attn = sum(p.numel() for p in model.transformer.h[0].attn.c_attn.parameters())
+    skipped = 6 * (layer - c_attn) * (len(lay) - T) + 3 * 4 * c.n_embd * (lay.attended_pairs - lay.read_pairs)
+    assert model_flops == model.flops_per_layout(lay.attended_pairs, len(lay), T) - skipped
 
 
 @pytest.mark.parametrize('N,K', [(1, 1), (2, 2), (3, 1)])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import GPT, GPTConfig, pad_vocab
+from model import GPT, GPTConfig, Linear, pad_vocab
 from modes import NUM_SPECIAL_TOKENS, Mode, generate
 from train import DEFAULTS
 
@@ -74,6 +74,24 @@ def test_kv_cache_matches_recompute(layout, knobs, n_positions, new):
     assert bool((out_c < TEXT_VOCAB).all())  # special tokens are never sampled
     assert torch.isinf(logits_c[..., TEXT_VOCAB:]).all() and torch.isinf(logits_r[..., TEXT_VOCAB:]).all()
     torch.testing.assert_close(logits_c[..., :TEXT_VOCAB], logits_r[..., :TEXT_VOCAB], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('bias', [True, False])
+def test_decode_linear_equals_plain_linear(bias):
+    """Inference on a few CPU rows takes Linear's W @ x^T path; it must give F.linear's result for
+    every row count and batch shape, contiguous or not; with gradients on it is F.linear itself."""
+    torch.manual_seed(0)
+    lin = Linear(48, 80, bias=bias)
+    for shape in [(1, 1), (1, 2), (3, 1), (2, 4), (1, 8), (1, 9), (4, 5)]:
+        x = torch.randn(*shape, 48)
+        for inp in (x, torch.randn(48, *shape).movedim(0, -1)):  # contiguous, and strided rows
+            ref = torch.nn.functional.linear(inp, lin.weight, lin.bias)
+            with torch.no_grad():
+                out = lin(inp)
+            assert out.shape == ref.shape and out.is_contiguous()
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    x = torch.randn(1, 2, 48, requires_grad=True)
+    assert torch.equal(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
 
 
 @pytest.mark.parametrize('layout,knobs', [m[1:] for m in MODES], ids=[m[0] for m in MODES])
