@@ -163,8 +163,8 @@ class KeyPrefixes(torch.autograd.Function):
     """
     The first n keys (or values) of x (B, nh, L, hs) for each n in sizes, as views. Slicing each
     prefix on its own would make autograd allocate and zero a full-size gradient per prefix before
-    summing them; at 4096 slots on CPU those fresh (page-faulting) buffers took longer than the
-    attention itself. Here the prefixes' gradients are summed into one buffer.
+    summing them (at 4096 slots on CPU: 16 per layer, a 124M step's largest non-matmul cost in the
+    profile). Here the prefixes' gradients are summed into one buffer.
     """
 
     @staticmethod
