@@ -373,8 +373,12 @@ class GPT(nn.Module):
         b, t = idx.size()
         start = cache.length if cache is not None else 0
         if pos is None:
+            if start + t > self.config.n_positions:
+                raise ValueError(f"position {start + t - 1} is beyond the model's {self.config.n_positions} positions")
             pos = torch.arange(start, start + t, dtype=torch.long, device=device)  # (L,)
-        if int(pos.max()) >= self.config.n_positions:
+        elif pos.device.type == 'cpu' and int(pos.max()) >= self.config.n_positions:
+            # checked where it is free: on a GPU it would be a host sync (and a torch.compile graph
+            # break) every step, and modes.py's layouts fit the position table by construction
             raise ValueError(f"position {int(pos.max())} is beyond the model's {self.config.n_positions} positions")
 
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, L, C)

@@ -289,6 +289,10 @@ class Mode:
     def _batch(self, chunk, lay, predict, targets):
         if len(lay) == lay.counts.numel() and lay.vis is None:
             predict = None  # plain text layout: exactly the standard GPT call
+        elif lay.vis is not None and lay.vis.read is not None:
+            # the predicted slots are the read ones (asserted in _build), which the model computes
+            # and predicts from by default: no per-call mapping of predict onto them
+            predict = None
         return dict(idx=lay.inputs(chunk), targets=targets, pos=lay.pos, slot=lay.slot,
                     vis=lay.vis, predict=predict)
 

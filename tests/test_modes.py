@@ -103,11 +103,26 @@ def spec_masks(mode, lay):
     return allow, no_grad
 
 
+def predicted_slots(batch):
+    """(P,) the slots a batch's targets belong to: predict, else the read slots of its Visibility
+    (the model's default), else every slot."""
+    if batch['predict'] is not None:
+        return batch['predict']
+    if batch['vis'] is not None and batch['vis'].read is not None:
+        return batch['vis'].read
+    return torch.arange(batch['idx'].size(1))
+
+
+def with_vis(batch, vis):
+    """The batch under other attention rules, predicting from the same slots."""
+    return dict(batch, vis=vis, predict=predicted_slots(batch))
+
+
 def per_slot_targets(batch):
     """(B, L) target of every slot of a train batch, -1 where the slot has no loss."""
     B, L = batch['idx'].shape
     out = torch.full((B, L), -1)
-    out[:, slice(None) if batch['predict'] is None else batch['predict']] = batch['targets']
+    out[:, predicted_slots(batch)] = batch['targets']
     return out
 
 
@@ -437,7 +452,7 @@ def test_reasoning_layout_and_embeddings(N):
     assert b['pos'].tolist() == [t for t in range(T) for _ in range(N + 1)]
     assert b['slot'].tolist() == list(range(N + 1)) * T
     text_slots = torch.arange(0, L, N + 1)
-    assert torch.equal(b['predict'], text_slots)
+    assert b['predict'] is None and torch.equal(predicted_slots(b), text_slots)  # the read slots, by default
     assert torch.equal(b['targets'], chunk[:, 1:])
     assert mode.n_positions(T) == T and mode.slots_per_position() == N + 1
     assert mode.slots_per_text_token(T) == N + 1
@@ -579,8 +594,8 @@ def test_reason_stopgrad_forward_is_full_causal(N, K):
     for grad_mode in (torch.no_grad, torch.enable_grad):  # with grad: the duplicated-key path
         with grad_mode():
             out, loss = model(**b)
-            ref, ref_loss = model(**dict(b, vis=None))
-            ref2, _ = model(**dict(b, vis=causal))
+            ref, ref_loss = model(**with_vis(b, None))
+            ref2, _ = model(**with_vis(b, causal))
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
         torch.testing.assert_close(out, ref2, rtol=0, atol=1e-5)
         torch.testing.assert_close(loss, ref_loss, rtol=0, atol=1e-6)
@@ -610,7 +625,7 @@ def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, query_chun
     with monkeypatch.context() as mp:
         mp.setattr(model_module.CausalSelfAttention, 'forward', reference_attention(allow, no_grad))
         ref_loss, ref_g = grads(model, b)
-    _, plain_g = grads(model, dict(b, vis=None))  # plain causal attention, same forward
+    _, plain_g = grads(model, with_vis(b, None))  # plain causal attention, same forward
     torch.testing.assert_close(loss, ref_loss, rtol=0, atol=1e-6)
     assert set(g) == set(ref_g)
     for n in g:
@@ -633,19 +648,19 @@ def test_last_block_computing_only_text_slots_changes_nothing(N, K, stopgrad, qu
     assert lay.vis.read.tolist() == (lay.kind == TEXT).nonzero().squeeze(1).tolist()
     assert lay.read_pairs == int(spec_masks(mode, lay)[0][lay.kind == TEXT].sum()) < lay.attended_pairs
     b = mode.train_batch(make_chunk(3, T), counts)
-    full = dict(b, vis=every_row(b['vis']))
+    full = with_vis(b, every_row(b['vis']))
     loss, g = grads(model, b)
     full_loss, full_g = grads(model, full)
     torch.testing.assert_close(loss, full_loss, rtol=0, atol=1e-6)
     for n in g:
         torch.testing.assert_close(g[n], full_g[n], rtol=1e-4, atol=1e-6, msg=lambda m: f'{n}: {m}')
     with torch.no_grad():
-        some = b['predict'][[1, 4, 6]]  # any text slots can be asked for ...
+        some = b['vis'].read[[1, 4, 6]]  # any text slots can be asked for ...
         logits, _ = model(b['idx'], pos=b['pos'], slot=b['slot'], vis=b['vis'], predict=some)
         full_logits, _ = model(b['idx'], pos=b['pos'], slot=b['slot'], vis=full['vis'], predict=some)
         torch.testing.assert_close(logits, full_logits, rtol=0, atol=1e-5)
         with pytest.raises(ValueError, match='outside vis.read'):  # ... but not a reasoning slot
-            model(b['idx'], pos=b['pos'], slot=b['slot'], vis=b['vis'], predict=b['predict'] + 1)
+            model(b['idx'], pos=b['pos'], slot=b['slot'], vis=b['vis'], predict=b['vis'].read + 1)
         with pytest.raises(ValueError, match='last slot is not in vis.read'):  # it ends in reasoning slots
             model(b['idx'], pos=b['pos'], slot=b['slot'], vis=b['vis'])
     # the FLOP count drops by the skipped rows' work in the last block, and only by that
@@ -728,11 +743,11 @@ def test_eval_batch_one_prediction_per_text_token(name, kw):
             expect = first  # only text slots predict
         else:
             expect = first + counts  # the last slot of each step
-        pred = torch.arange(L) if e['predict'] is None else e['predict']
+        pred = predicted_slots(e)
         assert pred.tolist() == expect.tolist()
         # the slot that counts really predicts the next text token in training too
         t = mode.train_batch(chunk, counts)
-        tp = torch.arange(L) if t['predict'] is None else t['predict']
+        tp = predicted_slots(t)
         train_tgt = dict(zip(tp.tolist(), t['targets'][0].tolist()))
         assert [train_tgt[i] for i in expect.tolist()] == chunk[0, 1:].tolist()
         with torch.no_grad():

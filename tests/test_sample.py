@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import GPT, GPTConfig, Linear, pad_vocab
+from model import GPT, GPTConfig, KVCache, Linear, pad_vocab
 from modes import NUM_SPECIAL_TOKENS, Mode, generate
 from train import DEFAULTS
 
@@ -92,6 +92,22 @@ def test_decode_linear_equals_plain_linear(bias):
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     x = torch.randn(1, 2, 48, requires_grad=True)
     assert torch.equal(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
+
+
+def test_positions_beyond_the_table_are_a_clear_error():
+    """Implicit positions (with or without a cache) and explicit ones past n_positions raise a
+    ValueError naming the position, instead of an index error inside the embedding."""
+    model, mode = tiny(dict(mode='standard'), {}, 8)
+    with torch.no_grad():
+        model(prompt(P=8))  # exactly fills the table
+        with pytest.raises(ValueError, match="position 8 is beyond the model's 8 positions"):
+            model(prompt(P=9))
+        with pytest.raises(ValueError, match="position 9 is beyond the model's 8 positions"):
+            model(prompt(P=4), pos=torch.tensor([0, 1, 9, 3]))
+        cache = KVCache(model.config, 2, 16, 'cpu', torch.float32)
+        model(prompt(P=6), cache=cache)
+        with pytest.raises(ValueError, match="position 8 is beyond the model's 8 positions"):
+            model(prompt(P=3), cache=cache)
 
 
 @pytest.mark.parametrize('layout,knobs', [m[1:] for m in MODES], ids=[m[0] for m in MODES])
