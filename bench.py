@@ -247,6 +247,10 @@ def summarize(task, runs, baseline):
         s['text_tps'] = first['text_per_iter'] / (s['ms_median'] / 1000)
         s['slot_tps'] = s['text_tps'] * first['slots_per_text']
         s['mfu'] = first['flops_per_text'] * s['text_tps'] / first['peak_flops'] if first['peak_flops'] else None
+        # the work each layout requires per text token, against the baseline's: a time ratio above
+        # it is the layout running less efficiently, not just doing more
+        s['flops_per_text'] = first['flops_per_text']
+        s['flops_ratio'] = s['flops_per_text'] / baseline['flops_per_text'] if baseline else None
         s['nonfinite_steps'] = sum(r['nonfinite'] for r in runs)
     else:
         s['text_tps'] = first['tokens'] / (statistics.median(r['seconds'] for r in runs))
@@ -306,7 +310,7 @@ def report(c, variants, errors, summaries, verdict, command, load, info):
               f"top_k {c['top_k']}; {c['repeats']} repeats")
     unit = 'ms/iter' if train_task else 'ms/token'
     cols = ['variant', f'{unit} median', 'min', 'max', 'vs baseline', 'text tok/s']
-    cols += ['slot tok/s', 'peak mem', 'MFU'] if train_task else ['peak mem', 'greedy identical']
+    cols += ['slot tok/s', 'peak mem', 'MFU', 'FLOPs/text tok vs baseline'] if train_task else ['peak mem', 'greedy identical']
     cols += [f'CPU-time {unit}', 'CPU-time vs baseline']
     print('\n| ' + ' | '.join(cols) + ' |\n|' + '---|' * len(cols))
     for i, (name, _, _) in enumerate(variants):
@@ -318,7 +322,7 @@ def report(c, variants, errors, summaries, verdict, command, load, info):
                  f"{s['text_tps']:,.0f}"]
         if train_task:
             cells += [f"{s['slot_tps']:,.0f}", fmt_mem(s['peak_mem_max']),
-                      f"{100 * s['mfu']:.1f}%" if s['mfu'] is not None else 'n/a']
+                      f"{100 * s['mfu']:.1f}%" if s['mfu'] is not None else 'n/a', fmt_ratio(s['flops_ratio'])]
         else:
             cells += [fmt_mem(s['peak_mem_max']), verdict.get(i, '-')]
         cells += [f"{s['cpu_ms_median']:.2f}", fmt_ratio(s['cpu_ratio'])]

@@ -37,6 +37,13 @@ def test_train_variants(tmp_path):
     # slots per text token: 1 in standard mode, 1 + N with N reasoning slots
     assert standard['summary']['slot_tps'] == standard['summary']['text_tps']
     assert abs(reasoning['summary']['slot_tps'] - 2 * reasoning['summary']['text_tps']) < 1e-6 * reasoning['summary']['slot_tps']
+    # the work per text token against standard's, printed beside the time ratio: the one block is
+    # the last, which computes only text rows, so N=1 adds just the reasoning slots' keys and values
+    # (c_attn) and the attention pairs they add
+    s, r = standard['summary'], reasoning['summary']
+    assert s['flops_ratio'] == 1.0 and r['flops_ratio'] == r['flops_per_text'] / s['flops_per_text']
+    assert 1.0 < r['flops_ratio'] < 1.1
+    assert f"| {r['flops_ratio']:.2f}x |" in stdout.split('| mode=reasoning,num_reason_tokens=1 |')[1].splitlines()[0]
     assert '| mode=reasoning,num_reason_tokens=1 |' in stdout and 'command: python' in stdout
 
 
