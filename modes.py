@@ -22,6 +22,7 @@ batch and every head.
 
 from collections import OrderedDict, namedtuple
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 import torch
@@ -66,9 +67,10 @@ class Layout:
     def __len__(self):
         return self.kind.numel()
 
-    @property
+    @cached_property
     def loss_slots(self):
-        """Slots with a training target, or None when every slot has one."""
+        """Slots with a training target, or None when every slot has one (computed once per layout:
+        train_batch asks for it every step)."""
         has = self.tgt >= 0
         return None if bool(has.all()) else has.nonzero().squeeze(1)
 
