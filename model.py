@@ -276,8 +276,11 @@ class CausalSelfAttention(nn.Module):
                 for (_, _, n, mask), qc, kc, vc in zip(chunks, q_chunks, k_prefixes, v_prefixes):  # kc, vc: (B, nh, n, hs)
                     if with_grad:  # route gradient-free pairs to detached copies (see Visibility)
                         kc, vc = torch.cat([kc, kc.detach()], dim=2), torch.cat([vc, vc.detach()], dim=2)  # (B, nh, 2n, hs)
-                    ys.append(F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, dropout_p=dropout_p))
-                y = torch.cat(ys, dim=2) if len(ys) > 1 else ys[0]  # (B, nh, T or R, hs)
+                    yc = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, dropout_p=dropout_p)
+                    ys.append(yc.transpose(1, 2))  # (B, chunk, nh, hs)
+                # joined along the slots in the (B, T, nh, hs) order c_proj reads, so the
+                # .contiguous() below copies nothing (SDPA's own output is laid out that way too)
+                y = (torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]).transpose(1, 2)  # (B, nh, T or R, hs)
         y = y.transpose(1, 2).contiguous().view(B, q.size(2), C)  # (B, T or R, C)
         return self.resid_dropout(self.c_proj(y))
 

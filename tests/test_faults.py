@@ -128,18 +128,20 @@ def interrupt(cmd, after_iter, sig=signal.SIGTERM):
     """Start cmd, send sig once the log shows iteration after_iter, return (returncode, stdout, stderr)."""
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    seen = []
+    seen, sent = [], False
     try:
+        # read on to the end through the same buffered reader: communicate() reads the pipe itself
+        # and would drop lines already read ahead into the buffer (the 'iter' lines after after_iter)
         for line in proc.stdout:
             seen.append(line)
-            if line.startswith(f'iter {after_iter}:'):
+            if not sent and line.startswith(f'iter {after_iter}:'):
                 proc.send_signal(sig)
-                break
-        rest, err = proc.communicate(timeout=120)
+                sent = True
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    return proc.returncode, ''.join(seen) + rest, err
+    return proc.returncode, ''.join(seen), err
 
 
 @pytest.mark.parametrize('ranks', [0, 2], ids=['1-process', 'torchrun-2-ranks'])

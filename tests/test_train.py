@@ -198,6 +198,32 @@ def test_standard_loss_decreases(data, tmp_path):
 CONFIGS = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'config', '*.py')))
 
 
+FAULTS_OF_64MIB_STEPS = """
+import resource, torch, train
+def faults_of_steps(n):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        x = torch.ones(16 << 20)  # 64 MiB, every page written, then freed like a step's activations
+        del x
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults_of_steps(10)
+default = faults_of_steps(5)
+train.precision({'dtype': ''}, 'cpu')  # what train.py, sample.py and bench.py do on the CPU
+faults_of_steps(10)  # the heap grows to hold the block (small allocations can split a freed one)
+print(default, faults_of_steps(5))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="tunes glibc's malloc")
+def test_cpu_runs_reuse_freed_memory_instead_of_faulting_it_in_every_step():
+    """By default glibc unmaps a freed 64 MiB block, and the next one is faulted in page by page
+    (16384 pages a step); once train.py has set up the CPU, the heap keeps it and steps stop faulting."""
+    out = subprocess.run([sys.executable, '-c', FAULTS_OF_64MIB_STEPS], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    default, kept = map(int, out.stdout.split())
+    assert default >= 5 * 16000 and kept < 1000, (default, kept)
+
+
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_sets_known_keys(path):
     import train  # in-process: configure() only reads the file
