@@ -188,8 +188,9 @@ def keep_freed_memory():
     blocks over a threshold (128 KiB, rising to at most 32 MiB) straight from the OS and unmaps them
     when freed, so every CPU training step faults its activations in again, page by page, and the
     kernel zeroes them: at the 124M shape on a 2-core CPU, 0.35-0.45M page faults and 1-3 s of kernel
-    time per ~6 s step (25-40k and 0.3 s kept; the step 18% faster). Kept, blocks are reused from the
-    third step on; peak RSS grew 0-7% in bench.py's runs. A no-op off glibc.
+    time per ~6 s step (25-40k and 0.3 s kept; the step 18% faster). Kept, blocks are reused once
+    the heap has grown over the first few steps; peak RSS grew 0-7% in bench.py's runs. A no-op off
+    glibc.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import signal
@@ -214,7 +215,7 @@ print(default, faults_of_steps(5))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="tunes glibc's malloc")
+@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason="tunes glibc's malloc")
 def test_cpu_runs_reuse_freed_memory_instead_of_faulting_it_in_every_step():
     """By default glibc unmaps a freed 64 MiB block, and the next one is faulted in page by page
     (16384 pages a step); once train.py has set up the CPU, the heap keeps it and steps stop faulting."""
