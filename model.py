@@ -52,11 +52,14 @@ class Visibility:
              computes attention and MLP for these rows only (reasoning: the text slots).
     q_slots: (Lq,) the key index of each query; default: the queries are the last Lq keys.
     Index tensors live on the CPU. Built once per layout and cached by whoever builds it (modes.py);
-    the model derives the dense-mask chunks, FlexAttention block masks and the read rows' Visibility
-    from it lazily and keeps them here, so they are built once too.
+    the model derives the dense-mask chunks, the CPU's additive mask, FlexAttention block masks and
+    the read rows' Visibility from it lazily and keeps them here, so they are built once too.
     """
 
     QUERY_CHUNK = 256  # dense-mask attention runs over query chunks of this many slots (see chunks)
+    # On the CPU, a layout whose every slot queries (training, eval) runs as one flash-kernel call
+    # with is_causal and an additive mask instead (see CausalSelfAttention); False: by chunks too.
+    CPU_ONE_CALL = True
 
     def __init__(self, allow, no_grad=None, read=None, q_slots=None):
         self.allow = allow
@@ -91,6 +94,13 @@ class Visibility:
         if key not in self._device_masks:
             m = self.allow_grad if with_grad else self.allow
             self._device_masks[key] = m.to(device)
+        return self._device_masks[key]
+
+    def additive_mask(self, dtype):
+        """(L, L) 0 / -inf float mask of `allow` for the CPU flash kernel, built once per dtype."""
+        key = ('additive', dtype)
+        if key not in self._device_masks:
+            self._device_masks[key] = torch.zeros(self.allow.shape, dtype=dtype).masked_fill_(~self.allow, float('-inf'))
         return self._device_masks[key]
 
     def chunks(self, device, with_grad):
@@ -263,6 +273,16 @@ class CausalSelfAttention(nn.Module):
                     k = torch.cat([k, k.detach()], dim=2)  # (B, nh, 2L, hs)
                     v = torch.cat([v, v.detach()], dim=2)  # (B, nh, 2L, hs)
                 y = flex_attention(q, k, v, vis.block_mask(x.device, with_grad))
+            elif (vis.CPU_ONE_CALL and x.device.type == 'cpu' and not with_grad and dropout_p == 0.0
+                  and cache is None and rows is None and vis.allow.size(0) == vis.allow.size(1)):
+                # Every slot queries every key (a training or eval layout). PyTorch's CPU flash kernel
+                # takes is_causal and a mask together: is_causal skips the key blocks above the
+                # diagonal and the mask removes the holes below it, in one call (the public SDPA
+                # accepts only one of the two; its causal alignment is top-left, right when Lq == Lk).
+                # At 124M, reasoning N=3 (4096 slots) this is ~10% faster than the chunks below.
+                # The output is laid out like q, (B, L, nh, hs) in memory: c_proj's order, no copy.
+                y, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    q, k, v, 0.0, True, attn_mask=vis.additive_mask(q.dtype))  # (B, nh, L, hs)
             else:  # SDPA with a dense mask, by query chunks that see only the keys up to their last query
                 chunks = vis.chunks(x.device, with_grad)
                 sizes = tuple(n for _, _, n, _ in chunks)

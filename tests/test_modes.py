@@ -62,6 +62,23 @@ def tiny_model(mode, block_size, seed=0, std=0.3):
     return m.eval()
 
 
+def attention_path(monkeypatch, query_chunk):
+    """query_chunk None: the default CPU path, where a layout whose every slot queries runs as one
+    flash call with is_causal and a mask (and Visibility.chunks must not be used for it); an int:
+    every layout runs as dense-mask query chunks of that many slots."""
+    if query_chunk is None:
+        chunks = Visibility.chunks
+
+        def partial_layouts_only(vis, *args):  # e.g. the last block's text rows
+            Lq, Lk = vis.allow.shape
+            assert Lq < Lk or vis.no_grad is not None, 'a full layout went through the query chunks, not one CPU call'
+            return chunks(vis, *args)
+        monkeypatch.setattr(Visibility, 'chunks', partial_layouts_only)
+    else:
+        monkeypatch.setattr(Visibility, 'CPU_ONE_CALL', False)
+        monkeypatch.setattr(Visibility, 'QUERY_CHUNK', query_chunk)
+
+
 def make_chunk(B, T, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, VT, (B, T + 1), generator=g)
@@ -410,11 +427,11 @@ def test_reflect_hidden_information_flow(repeat):
             assert D[later_text][:, refl[:1]].min() > MOVED
 
 
-@pytest.mark.parametrize('query_chunk', [128, 7])
+@pytest.mark.parametrize('query_chunk', [None, 128, 7])
 def test_reflect_hidden_train_loss_matches_reference_mask(query_chunk, monkeypatch):
-    """Loss and gradients equal a plain masked-softmax attention on the spec's mask, also when the
-    dense-mask attention runs in query chunks of 7 slots over growing key prefixes."""
-    monkeypatch.setattr(Visibility, 'QUERY_CHUNK', query_chunk)
+    """Loss and gradients equal a plain masked-softmax attention on the spec's mask, through the
+    one-call CPU path and through dense-mask query chunks (of 7 slots: over growing key prefixes)."""
+    attention_path(monkeypatch, query_chunk)
     T = 24
     mode = make_mode('reflection', reflect_rate=0.25, reflect_hidden=True)
     model = tiny_model(mode, T)
@@ -608,12 +625,13 @@ def test_reason_stopgrad_forward_is_full_causal(N, K):
 
 @pytest.mark.parametrize('N,K', [(1, 1), (2, 2), (3, 1)])
 @pytest.mark.parametrize('stopgrad', [True, False])
-@pytest.mark.parametrize('query_chunk', [128, 5])
+@pytest.mark.parametrize('query_chunk', [None, 128, 5])
 def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, query_chunk, monkeypatch):
     """Every parameter's gradient equals the autograd reference that detaches k/v exactly for the
-    pairs (query at steps t+1..t+K, key a reasoning slot of step t); with query chunks of 5 slots
-    the dense-mask attention runs as several chunks over growing key prefixes (Visibility.chunks)."""
-    monkeypatch.setattr(Visibility, 'QUERY_CHUNK', query_chunk)
+    pairs (query at steps t+1..t+K, key a reasoning slot of step t), through the one-call CPU path
+    (stop-gradient always runs by chunks) and through query chunks (of 5 slots: several chunks over
+    growing key prefixes, Visibility.chunks)."""
+    attention_path(monkeypatch, 128 if (stopgrad and query_chunk is None) else query_chunk)
     T = 8
     mode = make_mode('reasoning', num_reason_tokens=N, reason_delay=K, reason_stopgrad=stopgrad)
     model = tiny_model(mode, T)
@@ -639,7 +657,7 @@ def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, query_chun
 def test_last_block_computing_only_text_slots_changes_nothing(N, K, stopgrad, query_chunk, monkeypatch):
     """Reasoning layouts name their text slots as vis.read, and the last block computes only those
     rows. Loss, logits and every gradient equal computing every slot through every block."""
-    monkeypatch.setattr(Visibility, 'QUERY_CHUNK', query_chunk)
+    attention_path(monkeypatch, query_chunk)
     T = 8
     mode = make_mode('reasoning', num_reason_tokens=N, reason_delay=K, reason_stopgrad=stopgrad)
     model = tiny_model(mode, T)
