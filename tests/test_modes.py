@@ -71,7 +71,7 @@ def attention_path(monkeypatch, query_chunk):
 
         def partial_layouts_only(vis, *args):  # e.g. the last block's text rows
             Lq, Lk = vis.allow.shape
-            assert Lq < Lk or vis.no_grad is not None, 'a full layout went through the query chunks, not one CPU call'
+            assert Lq < Lk, 'a full layout went through the query chunks, not one CPU call'
             return chunks(vis, *args)
         monkeypatch.setattr(Visibility, 'chunks', partial_layouts_only)
     else:
@@ -629,9 +629,8 @@ def test_reason_stopgrad_forward_is_full_causal(N, K):
 def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, query_chunk, monkeypatch):
     """Every parameter's gradient equals the autograd reference that detaches k/v exactly for the
     pairs (query at steps t+1..t+K, key a reasoning slot of step t), through the one-call CPU path
-    (stop-gradient always runs by chunks) and through query chunks (of 5 slots: several chunks over
-    growing key prefixes, Visibility.chunks)."""
-    attention_path(monkeypatch, 128 if (stopgrad and query_chunk is None) else query_chunk)
+    and through query chunks (of 5 slots: several chunks over growing key prefixes, Visibility.chunks)."""
+    attention_path(monkeypatch, query_chunk)
     T = 8
     mode = make_mode('reasoning', num_reason_tokens=N, reason_delay=K, reason_stopgrad=stopgrad)
     model = tiny_model(mode, T)
