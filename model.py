@@ -68,11 +68,6 @@ class Visibility:
         self.q_slots = torch.arange(Lk - Lq, Lk) if q_slots is None else q_slots
         self.read = read
         self._read_vis = None
-        # Stop-gradient by key duplication: keys/values are concatenated with detached copies
-        # (B, nh, 2*Lk, hs) and every (query, key) pair is routed to exactly one copy, so the
-        # softmax is unchanged while the detached half carries no gradient to k and v.
-        if self.no_grad is not None:
-            self.allow_grad = torch.cat([allow & ~self.no_grad, self.no_grad], dim=1)  # (Lq, 2Lk)
         self._device_masks = {}
 
     def read_rows(self):
@@ -92,7 +87,12 @@ class Visibility:
         """The dense bool mask for SDPA on `device`: (Lq, 2Lk) when gradients must be routed."""
         key = ('dense', device, with_grad)
         if key not in self._device_masks:
-            m = self.allow_grad if with_grad else self.allow
+            m = self.allow
+            if with_grad:
+                # Stop-gradient by key duplication: keys/values are concatenated with detached copies
+                # (B, nh, 2*Lk, hs) and every (query, key) pair is routed to exactly one copy, so the
+                # softmax is unchanged while the detached half carries no gradient to k and v.
+                m = torch.cat([self.allow & ~self.no_grad, self.no_grad], dim=1)  # (Lq, 2Lk)
             self._device_masks[key] = m.to(device)
         return self._device_masks[key]
 
