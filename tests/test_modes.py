@@ -652,7 +652,7 @@ def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, query_chun
 
 
 @pytest.mark.parametrize('N,K,stopgrad', [(1, 1, False), (3, 1, True), (2, 2, False)])
-@pytest.mark.parametrize('query_chunk', [128, 5])
+@pytest.mark.parametrize('query_chunk', [None, 128, 5])
 def test_last_block_computing_only_text_slots_changes_nothing(N, K, stopgrad, query_chunk, monkeypatch):
     """Reasoning layouts name their text slots as vis.read, and the last block computes only those
     rows. Loss, logits and every gradient equal computing every slot through every block."""
