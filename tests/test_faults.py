@@ -260,7 +260,7 @@ def test_torchrun_restart_resumes_automatically(data, tmp_path, reference):
     out = tmp_path / 'out'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
            '--max-restarts=2', 'train.py', f'--data_dir={data}', f'--out_dir={out}', *TINY,
-           '--max_iters=12', '--eval_interval=4', '--init_from=auto', '--gradient_accumulation_steps=2']
+           '--max_iters=40', '--eval_interval=4', '--init_from=auto', '--gradient_accumulation_steps=2']
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -279,10 +279,15 @@ def test_torchrun_restart_resumes_automatically(data, tmp_path, reference):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err[-3000:]
     stdout = ''.join(lines) + rest
-    ref2 = losses(run(train_cmd(data, tmp_path / 'ref', '--max_iters=12', '--eval_interval=4',
+    ref2 = losses(run(train_cmd(data, tmp_path / 'ref', '--max_iters=40', '--eval_interval=4',
                                 '--gradient_accumulation_steps=2', torchrun=2)).stdout)
-    final = losses(rest)
-    assert max(final) == 12 and min(final) in (5, 9)  # resumed after the iter-4 or iter-8 checkpoint
+    # rank 0 may log a few iterations after iter 6 before the group notices the kill: judge the
+    # restarted group by its own lines, after its start-up banner (printed once per start)
+    starts = stdout.count('mode standard: ')
+    assert starts == 2 and rest.count('mode standard: ') == 1, f'{starts} starts, not 2:\n{stdout[-3000:]}'
+    final = losses(rest[rest.index('mode standard: '):])
+    assert final, 'the first group finished all 40 iterations before the kill landed'
+    assert max(final) == 40 and min(final) % 4 == 1 and min(final) > 1  # resumed after a checkpoint (every 4)
     for it, loss in final.items():
         assert loss == pytest.approx(ref2[it], rel=1e-5, abs=1e-6)
     record('SIGKILL of one torchrun worker with --max-restarts=2, init_from=auto', 1,
