@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import re
 import sys
 
 import numpy as np
@@ -28,6 +29,11 @@ def write_char_data(folder, n_chars):
     with open(folder / 'meta.pkl', 'wb') as f:
         pickle.dump({'vocab_size': len(chars), 'stoi': stoi, 'itos': dict(enumerate(chars))}, f)
     return folder
+
+
+def losses(stdout):
+    """{iter: training loss} from train.py's `iter N: loss X` log lines (nan and inf included)."""
+    return {int(m[1]): float(m[2]) for m in re.finditer(r'^iter (\d+): loss ([-\d.naif]+)', stdout, re.M)}
 
 
 @pytest.fixture(scope='session')

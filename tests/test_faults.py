@@ -8,7 +8,6 @@ appended there as JSON lines, and scripts/fault_table.py renders them as the tab
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,9 +16,8 @@ import pytest
 import torch
 
 import train
-from conftest import write_char_data
+from conftest import REPO, losses, write_char_data
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
         '--dropout=0.1', '--gradient_accumulation_steps=1', '--eval_iters=2', '--log_interval=1', '--device=cpu', '--compile=False',
         '--learning_rate=1e-3', '--warmup_iters=2', '--always_save_checkpoint=True', '--progress_bar=False']
@@ -35,11 +33,6 @@ def record(fault, trials, lost, detail=''):
 def sha(path):
     with open(path, 'rb') as f:
         return hashlib.sha256(f.read()).hexdigest()
-
-
-def losses(stdout):
-    """{iter: loss} from the 'iter N: loss X' log lines."""
-    return {int(m[1]): float(m[2]) for m in re.finditer(r'^iter (\d+): loss ([\d.]+)', stdout, re.M)}
 
 
 def train_cmd(data, out, *extra, torchrun=0):

@@ -752,9 +752,7 @@ def test_eval_batch_one_prediction_per_text_token(name, kw):
         counts = counts_fn(T, gen(EVAL_SEED))
         assert torch.equal(counts, counts_fn(T, gen(EVAL_SEED)))  # fixed-seed eval patterns
         e = mode.eval_batch(chunk, counts)
-        lay = mode.layout(counts)
         assert torch.equal(e['targets'], chunk[:, 1:])
-        L = len(lay)
         first = torch.cumsum(counts + 1, 0) - (counts + 1)
         if name == 'reasoning':
             expect = first  # only text slots predict

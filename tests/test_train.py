@@ -27,9 +27,8 @@ import warnings
 import pytest
 import torch
 
-from conftest import write_char_data
+from conftest import REPO, losses, write_char_data
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--device=cpu',
         '--compile=False', '--progress_bar=False', '--eval_iters=2', '--log_interval=1', '--warmup_iters=2',
         '--learning_rate=1e-3', '--gradient_accumulation_steps=1', '--dropout=0.0']
@@ -95,11 +94,6 @@ def succeeded(proc):
 def train_ok(data, out, *extra, **kw):
     """A tiny run that must succeed; returns its CompletedProcess."""
     return succeeded(run_train(tiny(data, out, *extra), **kw))
-
-
-def losses(stdout):
-    """{iter: training loss} from the `iter N: loss X` log lines."""
-    return {int(m[1]): float(m[2]) for m in re.finditer(r'^iter (\d+): loss ([-\d.naif]+)', stdout, re.M)}
 
 
 def evals(stdout):
