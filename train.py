@@ -656,7 +656,7 @@ def main(argv=None):
         # Free DDP (it holds the process group, inside reference cycles) so that destroying the group
         # joins gloo's threads now. Left to the interpreter's exit, a gloo thread could free its last
         # all-reduce after Python began shutting down and abort the rank with the same message
-        # (1 run in 10-30 of 2 CPU ranks did, after a complete run)
+        # (2 of 50 complete 2-rank CPU runs did)
         del model
         gc.collect()
         dist.destroy_process_group()
