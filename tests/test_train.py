@@ -43,6 +43,7 @@ VARIANTS = {
     'reflection-hidden': MODES['reflection'] + ['--reflect_hidden=True'],
     'reasoning-2-stopgrad': ['--mode=reasoning', '--num_reason_tokens=2', '--reason_stopgrad=True'],
 }
+ALL_MODES = {**MODES, **VARIANTS}
 with warnings.catch_warnings():  # `slow` is not registered: no pytest config file to do it in yet
     warnings.simplefilter('ignore', pytest.PytestUnknownMarkWarning)
     slow = pytest.mark.slow  # several runs each, or torchrun: deselect with -m "not slow" while iterating
@@ -155,14 +156,13 @@ def trained(data, tmp_path_factory):
 @pytest.fixture(scope='module')
 def mode_runs(data, tmp_path_factory):
     """{mode: (CompletedProcess, out_dir)}: 4 iterations of every mode and variant, run side by side."""
-    cases = {**MODES, **VARIANTS}
-    outs = {mode: tmp_path_factory.mktemp(mode) for mode in cases}
+    outs = {mode: tmp_path_factory.mktemp(mode) for mode in ALL_MODES}
     procs = run_together(*(tiny(data, outs[mode], '--max_iters=4', '--eval_interval=2', *args)
-                           for mode, args in cases.items()))
-    return {mode: (proc, outs[mode]) for mode, proc in zip(cases, procs)}
+                           for mode, args in ALL_MODES.items()))
+    return {mode: (proc, outs[mode]) for mode, proc in zip(ALL_MODES, procs)}
 
 
-@pytest.mark.parametrize('mode', [*MODES, *VARIANTS])
+@pytest.mark.parametrize('mode', ALL_MODES)
 def test_mode_trains_evaluates_and_saves(mode_runs, mode):
     proc, out = mode_runs[mode]
     succeeded(proc)
@@ -293,11 +293,13 @@ def test_finetune_from_a_run(data, trained, tmp_path):
 # ---- DDP ----------------------------------------------------------------------------------------
 
 @slow
-@pytest.mark.parametrize('mode', ['standard', 'pause'])
+@pytest.mark.parametrize('mode', ALL_MODES)
 def test_ddp_matches_one_process(data, tmp_path, mode):
     """2 gloo ranks x 1 micro-step each == 1 process x 2 micro-steps: the same global batches (the data
-    and insertion patterns follow the global micro-step), so the same losses up to all-reduce order."""
-    args = ['--max_iters=6', '--eval_interval=6', '--gradient_accumulation_steps=2', *MODES[mode]]
+    and insertion patterns follow the global micro-step), so the same losses up to all-reduce order.
+    Every mode and masked variant: each takes its own path through the model (reasoning's last block
+    computes text rows only, stop-gradient has its own backward), and DDP must reduce all of it."""
+    args = ['--max_iters=6', '--eval_interval=6', '--gradient_accumulation_steps=2', *ALL_MODES[mode]]
     two = start_train(tiny(data, tmp_path / 'two', *args), ranks=2)
     one = train_ok(data, tmp_path / 'one', *args)
     two = succeeded(finish(two))
