@@ -72,7 +72,7 @@ def fail(msg):
 
 def runtime(c):
     """(device, device_type, dtype name, autocast context) exactly as train.py derives them."""
-    device = c['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = train.device_of(c)
     dtype, autocast = train.precision(c, device)
     return device, 'cuda' if device.startswith('cuda') else 'cpu', dtype, autocast
 
@@ -177,7 +177,7 @@ def measure_sample(c, greedy):
 
     def run(n, temperature, top_k):
         with autocast:
-            return generate(model, mode, prompt, n, temperature=temperature, top_k=top_k,
+            return generate(model, mode, prompt, n, temperature=temperature, top_k=top_k or None,  # 0 = all
                             kv_cache=c['kv_cache'], generator=gen)
 
     run(c['bench_warmup'], c['temperature'], c['top_k'])
@@ -213,11 +213,17 @@ def parse_variants(c):
             if o[2:].split('=', 1)[0] in PARENT_KEYS:
                 fail(f"variant {spec!r} sets {o[2:]!r}: {', '.join(PARENT_KEYS)} apply to the whole run")
         cfg = configure(c, overrides)
-        try:  # a bad mode or layout setting fails here in one line, not in every child
-            data_dir = train.data_dir_of(cfg)
-            Mode(cfg, train.text_vocab_size_of(data_dir), train.records_of(data_dir))
+        try:  # a bad setting fails here in one line, not in every child
+            train.check_config(cfg)
+            data_dir, text_vocab, synthetic = data_source(cfg)
+            Mode(cfg, text_vocab, train.records_of(data_dir))
         except ValueError as e:
             fail(f"{spec or 'the config'}: {e}")
+        if cfg['temperature'] < 0 or (cfg['top_k'] or 0) < 0:
+            fail(f"{spec or 'the config'}: temperature must be >= 0 (0 = greedy) and top_k >= 0 (0 = all)")
+        if not synthetic:
+            train.check_data(data_dir, cfg['block_size'])
+        train.device_of(cfg)
         out.append((spec or '(config)', overrides, cfg))
     return out
 

@@ -120,10 +120,12 @@ def tokenizer(data_dir, text_vocab):
 
 def main(argv=None):
     c = configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
-    device = c['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = train.device_of(c)
     _, autocast = train.precision(c, device)
     if c['num_samples'] < 1 or c['max_new_tokens'] < 0:
         fail("num_samples must be >= 1 and max_new_tokens >= 0")
+    if c['temperature'] < 0 or (c['top_k'] or 0) < 0:
+        fail("temperature must be >= 0 (0 = greedy) and top_k >= 0 (0 = all)")
 
     model, config, text_vocab, data_dir = load_model(c)
     mode = inference_mode(c, config, text_vocab, model.config.n_positions)

@@ -104,6 +104,49 @@ def fail(msg):
     raise SystemExit(f"error: {msg}")
 
 
+def check_config(c):
+    """ValueError naming the first key whose value no run can use (in train.py and bench.py alike)."""
+    for key in ('n_layer', 'n_head', 'n_embd', 'block_size', 'batch_size', 'eval_iters', 'eval_interval',
+                'log_interval', 'keep_checkpoints'):
+        if c[key] < 1:
+            raise ValueError(f"{key}={c[key]} must be >= 1")
+    for key in ('max_iters', 'warmup_iters', 'learning_rate', 'min_lr', 'weight_decay', 'grad_clip', 'peak_flops'):
+        if c[key] < 0:
+            raise ValueError(f"{key}={c[key]} must be >= 0")
+    if c['n_embd'] % c['n_head']:
+        raise ValueError(f"n_embd={c['n_embd']} must be a multiple of n_head={c['n_head']} (each head gets "
+                         f"n_embd / n_head dimensions)")
+    if not 0 <= c['dropout'] < 1:
+        raise ValueError(f"dropout={c['dropout']} must be in [0, 1)")
+    if not (0 <= c['beta1'] < 1 and 0 <= c['beta2'] < 1):
+        raise ValueError(f"beta1={c['beta1']} and beta2={c['beta2']} must be in [0, 1)")
+    if c['decay_lr'] and c['lr_decay_iters'] <= c['warmup_iters']:
+        # the cosine runs from warmup_iters to lr_decay_iters (lr_at); equal, it would divide by zero
+        raise ValueError(f"lr_decay_iters={c['lr_decay_iters']} must be above warmup_iters={c['warmup_iters']}: "
+                         f"raise lr_decay_iters (usually = max_iters), or set decay_lr=False")
+    if c['attention'] not in ('auto', 'flex', 'sdpa'):
+        raise ValueError(f"attention={c['attention']!r} must be 'auto', 'flex' or 'sdpa'")
+    if c['on_nonfinite'] not in ('stop', 'skip'):
+        raise ValueError(f"on_nonfinite={c['on_nonfinite']!r} must be 'stop' or 'skip'")
+
+
+def device_of(c):
+    """The device c['device'] names ('' = cuda if available, else cpu), if this torch can use it."""
+    device = c['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        fail(f"device={device!r} is not a device: use cpu, cuda or cuda:N")
+    if kind.type not in ('cpu', 'cuda'):
+        fail(f"device={device!r}: this repo runs on cpu and cuda devices only")
+    if kind.type == 'cuda' and not torch.cuda.is_available():
+        fail(f"device={device!r}, but torch sees no CUDA GPU (torch {torch.__version__}): use --device=cpu, "
+             f"or install a CUDA build of torch")
+    if kind.type == 'cuda' and (kind.index or 0) >= torch.cuda.device_count():
+        fail(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA GPU(s): pick one of them")
+    return device
+
+
 # ---- data -------------------------------------------------------------------------------------
 
 def data_dir_of(config):
@@ -130,12 +173,17 @@ def records_of(data_dir):
     return Records(meta['record_len'], meta['prompt_len'], meta['answer_len']) if 'record_len' in meta else None
 
 
-def check_data(data_dir):
+def check_data(data_dir, block_size):
+    """Both splits exist and hold a window of block_size + 1 tokens (checked before a long first step)."""
     for split in ('train', 'val'):
         path = os.path.join(data_dir, f'{split}.bin')
         if not os.path.exists(path):
             prepare = os.path.join(data_dir, 'prepare.py')
             fail(f"{path} not found: run `python {prepare}` first (or set --data_dir)")
+        tokens = os.path.getsize(path) // np.dtype(np.uint16).itemsize
+        if tokens <= block_size + 1:
+            fail(f"{path} has {tokens:,} tokens, too few for windows of block_size + 1 = {block_size + 1:,}: "
+                 f"lower block_size or prepare more data")
 
 
 def check_token_ids(data_dir, text_vocab):
@@ -170,8 +218,6 @@ def get_chunk(data_dir, split, batch_size, block_size, generator, align=1):
     Windows start at multiples of `align` (record boundaries of prompt/answer data)."""
     # a fresh memmap per batch avoids the memory growth of a long-lived one (nanoGPT issue #3)
     data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
-    if len(data) <= block_size + 1:
-        fail(f"{split}.bin has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}")
     ix = torch.randint((len(data) - block_size - 1) // align, (batch_size,), generator=generator) * align
     return torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in ix.tolist()])
 
@@ -393,6 +439,10 @@ def resolve_config(argv):
         if differ:
             diffs = ', '.join(f"{k}={saved.get(k)!r} in checkpoint vs {config[k]!r}" for k in differ)
             fail(f"cannot resume {ckpt_path} with different model/mode settings: {diffs}")
+    try:
+        check_config(config)
+    except ValueError as e:
+        fail(str(e))
     return config, checkpoint
 
 
@@ -402,7 +452,7 @@ def main(argv=None):
 
     # -- processes and devices
     ddp = int(os.environ.get('RANK', -1)) != -1
-    device = c['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = device_of(c)
     if ddp:
         rank, local_rank, world = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), int(os.environ['WORLD_SIZE'])
         if device.startswith('cuda'):
@@ -412,15 +462,9 @@ def main(argv=None):
     else:
         rank, local_rank, world = 0, 0, 1
     master = rank == 0
-    if c['batch_size'] < 1 or c['gradient_accumulation_steps'] < 1 or c['gradient_accumulation_steps'] % world:
+    if c['gradient_accumulation_steps'] < 1 or c['gradient_accumulation_steps'] % world:
         fail(f"gradient_accumulation_steps={c['gradient_accumulation_steps']} must be a positive multiple of the "
-             f"world size {world}, and batch_size={c['batch_size']} (per rank) at least 1")
-    if c['on_nonfinite'] not in ('stop', 'skip'):
-        fail(f"on_nonfinite={c['on_nonfinite']!r} must be 'stop' or 'skip'")
-    if master and not c['eval_only']:
-        check_writable(c['out_dir'])
-        for stale in glob.glob(os.path.join(c['out_dir'], 'ckpt.pt.tmp.*')):
-            os.remove(stale)  # left by a process killed while saving
+             f"world size {world}")
     accum = c['gradient_accumulation_steps'] // world
     device_type = 'cuda' if device.startswith('cuda') else 'cpu'
     dtype, autocast = precision(c, device)
@@ -428,7 +472,7 @@ def main(argv=None):
 
     # -- data and mode
     data_dir = data_dir_of(c)
-    check_data(data_dir)
+    check_data(data_dir, c['block_size'])
     text_vocab = checkpoint['text_vocab_size'] if checkpoint else text_vocab_size_of(data_dir)
     if master:
         check_token_ids(data_dir, text_vocab)
@@ -477,6 +521,11 @@ def main(argv=None):
     if model.config.vocab_size < text_vocab + NUM_SPECIAL_TOKENS:
         fail(f"the model's vocab ({model.config.vocab_size}) has no room for the dataset's {text_vocab} tokens "
              f"and {NUM_SPECIAL_TOKENS} thinking tokens")
+    # the first write to out_dir: every check that can fail on the config, data or checkpoint came before
+    if master and not c['eval_only']:
+        check_writable(c['out_dir'])
+        for stale in glob.glob(os.path.join(c['out_dir'], 'ckpt.pt.tmp.*')):
+            os.remove(stale)  # left by a process killed while saving
     model.to(device)
     model.set_attention_backend(c['attention'] == 'flex' or (c['attention'] == 'auto' and device_type == 'cuda'))
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=2',
         '--gradient_accumulation_steps=1', '--device=cpu', '--compile=False', '--synthetic=True',
@@ -48,10 +50,25 @@ def test_train_variants(tmp_path):
 
 
 def test_sample_kv_cache_identical(tmp_path):
-    report, stdout = bench(tmp_path, '--task=sample', '--repeats=1', '--max_new_tokens=24',
+    # top_k=0 samples from the whole vocab, as in sample.py
+    report, stdout = bench(tmp_path, '--task=sample', '--repeats=1', '--max_new_tokens=24', '--top_k=0',
                            '--variants=kv_cache=True; kv_cache=False')
     cached, plain = report['variants']
     assert cached['summary']['ratio'] == 1.0 and plain['summary']['ms_median'] > 0
     assert cached['greedy_identical'] == 'yes' and plain['greedy_identical'] == 'yes'
     assert len(cached['measurements'][0]['greedy'][0]) == 24
     assert 'greedy identical' in stdout
+
+
+@pytest.mark.parametrize('variants,needle', [
+    ('mode=standard; n_embd=33', 'n_embd=33: n_embd=33 must be a multiple of n_head=2'),
+    ('mode=standard; mode=reasonng', "mode=reasonng: mode='reasonng' is not one of"),
+    ('mode=standard; device=cuda:99', "device='cuda:99'"),
+    ('mode=standard; temperature=-1', 'temperature=-1: temperature must be >= 0'),
+])
+def test_bad_variant_fails_in_one_line_before_any_measurement(variants, needle):
+    proc = subprocess.run([sys.executable, 'bench.py', *TINY, '--repeats=1', f'--variants={variants}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and 'repeat 1' not in proc.stdout, proc.stdout[-2000:]
+    assert len(lines) == 1 and lines[0].startswith('error: ') and needle in lines[0], proc.stderr[-2000:]

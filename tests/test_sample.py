@@ -255,6 +255,10 @@ def test_sample_long_prompt(trained, mode, char_data, tmp_path, capsys):
     (['--start='], 'prompt is empty'),
     (['--init_from=gpt3'], "init_from='gpt3'"),
     (['--dtype=float8'], 'dtype'),
+    (['--temperature=-1'], 'temperature must be >= 0'),
+    (['--top_k=-5'], 'top_k >= 0'),
+    (['--device=cuda:99'], "device='cuda:99'"),
+    (['--device=tpu'], "device='tpu'"),
 ])
 def test_sample_errors_in_process(trained, argv, needle):
     import sample
