@@ -200,6 +200,7 @@ def train_config(grid, name, overrides):
     try:
         args = [grid['base'], *(override_arg(k, v) for k, v in overrides.items())]
         config = configurator.configure(train.DEFAULTS, args)
+        train.check_config(config)
         mode_of(config)  # checks the layout settings
     except SystemExit as e:
         fail(f"variant {name!r}: {str(e).removeprefix('error: ')}")

@@ -167,6 +167,7 @@ def test_printed_command_reproduces_the_run(grid, tmp_path):
     ({'a': dict(init_from='{out[c]}')}, "error: variant 'a' refers to {out[c]}, but there is no variant 'c'"),
     ({'a': dict(flops_budget_of='c')}, "error: variant 'a': flops_budget_of='c' must name another variant"),
     ({'a': dict(mode='thinking')}, "error: variant 'a': mode='thinking' is not one of"),
+    ({'a': dict(n_head=3)}, "error: variant 'a': n_embd=32 must be a multiple of n_head=3"),
     ({'a': dict(seed=2)}, "error: 'a' sets 'seed': the runner sets it for every run"),
 ])
 def test_bad_grid_is_one_line_error(tmp_path, monkeypatch, variants, message):
