@@ -36,7 +36,7 @@ import torch
 import train
 from configurator import configure
 from model import peak_flops_for
-from modes import Mode, generate, to_device
+from modes import Mode, check_sampling, generate, to_device
 
 BENCH_KEYS = dict(
     variants='',  # 'key=value,key=value; key=value; ...'; '' = the config alone; the first is the baseline
@@ -177,7 +177,7 @@ def measure_sample(c, greedy):
 
     def run(n, temperature, top_k):
         with autocast:
-            return generate(model, mode, prompt, n, temperature=temperature, top_k=top_k or None,  # 0 = all
+            return generate(model, mode, prompt, n, temperature=temperature, top_k=top_k,
                             kv_cache=c['kv_cache'], generator=gen)
 
     run(c['bench_warmup'], c['temperature'], c['top_k'])
@@ -217,10 +217,9 @@ def parse_variants(c):
             train.check_config(cfg)
             data_dir, text_vocab, synthetic = data_source(cfg)
             Mode(cfg, text_vocab, train.records_of(data_dir))
+            check_sampling(cfg['temperature'], cfg['top_k'])
         except ValueError as e:
             fail(f"{spec or 'the config'}: {e}")
-        if cfg['temperature'] < 0 or (cfg['top_k'] or 0) < 0:
-            fail(f"{spec or 'the config'}: temperature must be >= 0 (0 = greedy) and top_k >= 0 (0 = all)")
         if not synthetic:
             train.check_data(data_dir, cfg['block_size'])
         train.device_of(cfg)

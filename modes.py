@@ -321,6 +321,12 @@ def to_device(batch, device):
     return out
 
 
+def check_sampling(temperature, top_k):
+    """ValueError unless generate can sample with these (checked before a model is loaded)."""
+    if temperature < 0 or (top_k or 0) < 0:
+        raise ValueError("temperature must be >= 0 (0 = greedy) and top_k >= 0 (0 = all)")
+
+
 @torch.no_grad()
 def generate(model, mode, prompt, max_new_tokens, temperature=1.0, top_k=None, kv_cache=True,
              generator=None, return_logits=False):
@@ -331,7 +337,7 @@ def generate(model, mode, prompt, max_new_tokens, temperature=1.0, top_k=None, k
     and [r_t x N, x_{t+1}] for reasoning (step t's reasoning slots are known inputs, so they are
     computed together with the next text token). With kv_cache=False every step recomputes the
     whole layout, giving the same logits. Special tokens are never sampled. Text longer than the
-    model's positions is cropped to the most recent tokens that fit.
+    model's positions is cropped to the most recent tokens that fit. top_k None or 0 keeps every token.
     Returns (B, P + max_new_tokens) ids, and per-step logits (B, steps, V) if return_logits.
     """
     device = prompt.device
@@ -371,7 +377,7 @@ def generate(model, mode, prompt, max_new_tokens, temperature=1.0, top_k=None, k
             next_id = logits.argmax(-1, keepdim=True)
         else:
             logits = logits / temperature
-            if top_k is not None:
+            if top_k:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                 logits[logits < v[:, [-1]]] = -float('inf')
             probs = F.softmax(logits, dim=-1)

@@ -19,7 +19,7 @@ import torch
 
 from configurator import configure
 from model import GPT
-from modes import LAYOUT_KEYS, Mode, generate
+from modes import LAYOUT_KEYS, Mode, check_sampling, generate
 import train
 
 DEFAULTS = dict(
@@ -124,8 +124,10 @@ def main(argv=None):
     _, autocast = train.precision(c, device)
     if c['num_samples'] < 1 or c['max_new_tokens'] < 0:
         fail("num_samples must be >= 1 and max_new_tokens >= 0")
-    if c['temperature'] < 0 or (c['top_k'] or 0) < 0:
-        fail("temperature must be >= 0 (0 = greedy) and top_k >= 0 (0 = all)")
+    try:
+        check_sampling(c['temperature'], c['top_k'])
+    except ValueError as e:
+        fail(str(e))
 
     model, config, text_vocab, data_dir = load_model(c)
     mode = inference_mode(c, config, text_vocab, model.config.n_positions)
@@ -156,7 +158,7 @@ def main(argv=None):
     prompt = torch.tensor(tail, dtype=torch.long, device=device)[None].repeat(c['num_samples'], 1)
     with autocast:
         out = generate(model, mode, prompt, c['max_new_tokens'], temperature=c['temperature'],
-                       top_k=c['top_k'] or None, kv_cache=c['kv_cache'], generator=generator)
+                       top_k=c['top_k'], kv_cache=c['kv_cache'], generator=generator)
     for row in out.tolist():
         print(decode(head + row))  # the whole prompt, then the sample
         print('---------------')
