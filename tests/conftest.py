@@ -3,6 +3,7 @@
 import os
 import pickle
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -34,6 +35,24 @@ def write_char_data(folder, n_chars):
 def losses(stdout):
     """{iter: training loss} from train.py's `iter N: loss X` log lines (nan and inf included)."""
     return {int(m[1]): float(m[2]) for m in re.finditer(r'^iter (\d+): loss ([-\d.naif]+)', stdout, re.M)}
+
+
+def run_together(cmds, timeout=300, **popen_kw):
+    """Run independent commands at once (Python's start-up, ~3 s of one core each on a slow CPU,
+    overlaps); their CompletedProcesses in order. popen_kw as for subprocess.Popen (cwd, env)."""
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kw)
+             for cmd in cmds]
+    done = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return done
 
 
 @pytest.fixture(scope='session')

@@ -8,6 +8,7 @@ appended there as JSON lines, and scripts/fault_table.py renders them as the tab
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 import train
-from conftest import REPO, losses, write_char_data
+from conftest import REPO, losses, run_together, write_char_data
 
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
         '--dropout=0.1', '--gradient_accumulation_steps=1', '--eval_iters=2', '--log_interval=1', '--device=cpu', '--compile=False',
@@ -89,20 +90,30 @@ def test_kill_during_save_keeps_previous_checkpoint(data, tmp_path):
     out = tmp_path / 'out'
     proc = run(train_cmd(data, out, '--max_iters=4', '--eval_interval=4'))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ckpt = out / 'ckpt.pt'
-    before = sha(ckpt)
-    size = ckpt.stat().st_size
+    before = sha(out / 'ckpt.pt')
+    size = (out / 'ckpt.pt').stat().st_size
     offsets = [0, 1, 100, size // 3, size // 2, size - 10]
-    for offset in offsets:  # die at several points of the write of the iter-8 checkpoint
-        args = [f'--data_dir={data}', f'--out_dir={out}', *TINY, '--max_iters=8', '--eval_interval=4',
-                '--init_from=resume']
-        proc = run([sys.executable, '-c', KILL_DURING_SAVE, str(offset), *args])
+    # die at several points of the write of the iter-8 checkpoint, each in its own copy of the run
+    outs = [tmp_path / f'out-{offset}' for offset in offsets]
+    for o in outs:
+        shutil.copytree(out, o)
+    procs = run_together([[sys.executable, '-c', KILL_DURING_SAVE, str(offset), f'--data_dir={data}', f'--out_dir={o}',
+                           *TINY, '--max_iters=8', '--eval_interval=4', '--init_from=resume']
+                          for offset, o in zip(offsets, outs)], cwd=REPO)
+    for o, proc in zip(outs, procs):
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-        assert sha(ckpt) == before
-        assert train.load_checkpoint(str(ckpt))['iter_num'] == 4
-    leftovers = [p.name for p in out.iterdir() if p.name != 'ckpt.pt']
+        assert sha(o / 'ckpt.pt') == before
+        assert train.load_checkpoint(str(o / 'ckpt.pt'))['iter_num'] == 4
+    # a killed save leaves its temp file behind (the next start removes it): at most one per run
+    leftovers = [len(list(o.glob('ckpt.pt.tmp.*'))) for o in outs]
+    assert max(leftovers) <= 1, leftovers
+    # and the run goes on from the intact checkpoint, removing the stale temp file
+    proc = run(train_cmd(data, outs[-1], '--max_iters=8', '--eval_interval=4', '--init_from=resume'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not list(outs[-1].glob('ckpt.pt.tmp.*'))
+    assert train.load_checkpoint(str(outs[-1] / 'ckpt.pt'))['iter_num'] == 8
     record('SIGKILL during a checkpoint write (truncated at 6 offsets)', len(offsets),
-           'nothing: previous checkpoint intact and loadable', f'temp files left: {len(leftovers)}')
+           'nothing: previous checkpoint intact and loadable', f'temp files left: {max(leftovers)} per killed run, removed when the run resumes')
 
 
 def test_truncated_checkpoint_is_named_as_such(data, tmp_path):
@@ -147,10 +158,14 @@ def test_sigterm_saves_and_resume_is_exact(data, tmp_path, reference, ranks):
     assert 'stopped by SIGTERM' in stdout, stdout + stderr[-2000:]
     stopped_at = train.load_checkpoint(str(out / 'ckpt.pt'))['iter_num']
     assert stopped_at >= 5  # the step in flight when the signal came was finished, not lost
-    proc = run(train_cmd(data, out, *extra, '--init_from=resume', torchrun=ranks))
+    resume = train_cmd(data, out, *extra, '--init_from=resume', torchrun=ranks)
+    if ranks:  # the uninterrupted run to compare with has the same ranks; it runs alongside the resume
+        proc, uninterrupted = run_together([resume, train_cmd(data, tmp_path / 'ref2', *extra, torchrun=ranks)], cwd=REPO)
+        ref = losses(uninterrupted.stdout)
+    else:
+        proc, ref = run(resume), reference
     assert proc.returncode == 0, proc.stderr[:4000]  # the head: a rank's own error comes before torchrun's summary
     resumed = losses(proc.stdout)
-    ref = reference if not ranks else losses(run(train_cmd(data, tmp_path / 'ref2', *extra, torchrun=ranks)).stdout)
     combined = {**losses(stdout), **resumed}
     assert sorted(combined) == list(range(1, 13))
     for it, loss in combined.items():
@@ -231,9 +246,9 @@ def test_fail_fast_cases(data, tmp_path):
          ['gradient_accumulation_steps=0']),
         ('batch_size=0', train_cmd(data, tmp_path / 'o4', '--batch_size=0'), ['batch_size=0']),
     ]
-    for name, cmd, needles in cases:
-        one_line_error(run(cmd), *needles)
-        assert sha(out / 'ckpt.pt') == before, name
+    for (name, _, needles), proc in zip(cases, run_together([cmd for _, cmd, _ in cases], cwd=REPO)):
+        one_line_error(proc, *needles)
+    assert sha(out / 'ckpt.pt') == before  # by any of them
     record('bad input before training (' + '; '.join(n for n, _, _ in cases) + ')', len(cases),
            'nothing: one-line error before training, checkpoint untouched')
 

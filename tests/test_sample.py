@@ -5,18 +5,17 @@ full forward pass over the inference layout, and sample.py works end to end from
 
 import os
 import pickle
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import REPO, run_together
 from model import GPT, GPTConfig, KVCache, Linear, pad_vocab
 from modes import NUM_SPECIAL_TOKENS, Mode, generate
 from train import DEFAULTS
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT_VOCAB = 40
 
 
@@ -148,12 +147,17 @@ def test_sampling_is_reproducible_with_a_generator():
 PROMPT = 'ROMEO:\nWhat say you'
 
 
-def run(*args):
+def run_all(*arg_lists):
+    """`python ARGS` for each argument list, all at once; their CompletedProcesses in order."""
     env = {**os.environ,
            'TIKTOKEN_CACHE_DIR': os.environ.get('TIKTOKEN_CACHE_DIR', os.path.join(REPO, '..', 'shared', 'data', 'tiktoken_cache')),
            # one thread, as in this process (see one_thread)
            'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    return run_together([[sys.executable, *args] for args in arg_lists], cwd=REPO, env=env)
+
+
+def run(*args):
+    return run_all(args)[0]
 
 
 def one_line_error(proc, *needles):
@@ -193,26 +197,27 @@ def samples(stdout):
 @pytest.mark.parametrize('mode', ['standard', 'reasoning'])
 def test_sample_cli(trained, mode):
     args = ['sample.py', f'--out_dir={trained(mode)}', f'--start={PROMPT}', '--max_new_tokens=50', '--num_samples=2']
-    proc = run(*args)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = samples(proc.stdout)
+    # the plain recompute path must sample the same text from the same seed (temperature 0.8)
+    cached, recomputed = run_all(args, args + ['--kv_cache=False'])
+    assert cached.returncode == 0, cached.stderr[-2000:]
+    got = samples(cached.stdout)
     assert len(got) == 2
     for s in got:
         assert s.startswith(PROMPT) and len(s) == len(PROMPT) + 50 + 1  # + print's newline
-    # the plain recompute path samples the same text from the same seed (temperature 0.8)
-    proc = run(*args, '--kv_cache=False')
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert samples(proc.stdout) == got
+    assert recomputed.returncode == 0, recomputed.stderr[-2000:]
+    assert samples(recomputed.stdout) == got
 
 
 def test_sample_cli_errors(trained, tmp_path):
     """The error cases through the CLI: a non-zero exit and one line on stderr, no traceback."""
     base = ['sample.py', '--max_new_tokens=5', '--num_samples=1']
-    msg = one_line_error(run(*base, f'--out_dir={trained("standard")}', '--start=ROMEO: Zounds~'), 'outside')
+    bad_text, too_many, missing = run_all(base + [f'--out_dir={trained("standard")}', '--start=ROMEO: Zounds~'],
+                                          base + [f'--out_dir={trained("reasoning")}', '--num_reason_tokens=3'],
+                                          base + [f'--out_dir={tmp_path}'])
+    msg = one_line_error(bad_text, 'outside')
     assert "'Z'" in msg and "'~'" in msg
-    one_line_error(run(*base, f'--out_dir={trained("reasoning")}', '--num_reason_tokens=3'),
-                   'num_reason_tokens=3', '0..2')
-    one_line_error(run(*base, f'--out_dir={tmp_path}'), 'no checkpoint')
+    one_line_error(too_many, 'num_reason_tokens=3', '0..2')
+    one_line_error(missing, 'no checkpoint')
 
 
 def sample_main(capsys, *argv):

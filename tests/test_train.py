@@ -281,13 +281,13 @@ def test_finetune_from_a_run(data, trained, tmp_path):
     """init_from=<out_dir of a run> loads its weights only (iteration 0, fresh optimizer) and may
     change the mode: the first eval of a standard finetune equals the source run's last eval."""
     args = ['--max_iters=2', '--eval_interval=2', f'--init_from={trained}']
-    same = train_ok(data, tmp_path / 'std', *args)
-    assert evals(same.stdout)[0]['val'] == pytest.approx(metrics(trained)[-1]['losses']['val'], abs=1e-4)
+    same, paused, reason = run_together(tiny(data, tmp_path / 'std', *args),
+                                        tiny(data, tmp_path / 'pause', *args, *MODES['pause'], '--block_size=24'),  # + 2 pauses fit
+                                        tiny(data, tmp_path / 'reason', *args, *MODES['reasoning']))
+    assert evals(succeeded(same).stdout)[0]['val'] == pytest.approx(metrics(trained)[-1]['losses']['val'], abs=1e-4)
     assert checkpoint(tmp_path / 'std')['iter_num'] == 2
-    paused = train_ok(data, tmp_path / 'pause', *args, *MODES['pause'], '--block_size=24')  # + 2 pauses fit
-    assert 'val_clean' in evals(paused.stdout)[0]
-    proc = run_train(tiny(data, tmp_path / 'reason', *args, *MODES['reasoning']))
-    one_line_error(proc, 'needs that many slot embeddings')
+    assert 'val_clean' in evals(succeeded(paused).stdout)[0]
+    one_line_error(reason, 'needs that many slot embeddings')
 
 
 # ---- DDP ----------------------------------------------------------------------------------------
