@@ -3,6 +3,7 @@
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
 
@@ -37,22 +38,30 @@ def losses(stdout):
     return {int(m[1]): float(m[2]) for m in re.finditer(r'^iter (\d+): loss ([-\d.naif]+)', stdout, re.M)}
 
 
-def run_together(cmds, timeout=300, **popen_kw):
+def finish(proc, timeout=300):
+    """Wait for a started process (started with start_new_session=True); its CompletedProcess. On a
+    timeout its whole process group is killed (torchrun's workers too) and the timeout raised."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def run_together(cmds, **popen_kw):
     """Run independent commands at once (Python's start-up, ~3 s of one core each on a slow CPU,
     overlaps); their CompletedProcesses in order. popen_kw as for subprocess.Popen (cwd, env)."""
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kw)
-             for cmd in cmds]
-    done = []
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True, **popen_kw) for cmd in cmds]
     try:
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=timeout)
-            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+        return [finish(proc) for proc in procs]
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+            if proc.poll() is None:  # a timeout or error left it running
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.communicate()
-    return done
 
 
 @pytest.fixture(scope='session')

@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import warnings
@@ -27,7 +26,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import REPO, losses, write_char_data
+from conftest import REPO, finish, losses, write_char_data
 
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--device=cpu',
         '--compile=False', '--progress_bar=False', '--eval_iters=2', '--log_interval=1', '--warmup_iters=2',
@@ -62,23 +61,12 @@ def start_train(args, env=None, ranks=0):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def finish(proc, timeout=300):
-    """Wait for a started run; returns a CompletedProcess."""
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
 def run_train(args, env=None, ranks=0):
     """Run train.py to the end; returns its CompletedProcess."""
     return finish(start_train(args, env, ranks))
 
 
-def run_together(*arg_lists, **kw):
+def train_together(*arg_lists, **kw):
     """Several independent runs at once (each uses one core); their CompletedProcesses in order."""
     return [finish(p) for p in [start_train(args, **kw) for args in arg_lists]]
 
@@ -157,7 +145,7 @@ def trained(data, tmp_path_factory):
 def mode_runs(data, tmp_path_factory):
     """{mode: (CompletedProcess, out_dir)}: 4 iterations of every mode and variant, run side by side."""
     outs = {mode: tmp_path_factory.mktemp(mode) for mode in ALL_MODES}
-    procs = run_together(*(tiny(data, outs[mode], '--max_iters=4', '--eval_interval=2', *args)
+    procs = train_together(*(tiny(data, outs[mode], '--max_iters=4', '--eval_interval=2', *args)
                            for mode, args in ALL_MODES.items()))
     return {mode: (proc, outs[mode]) for mode, proc in zip(ALL_MODES, procs)}
 
@@ -234,7 +222,7 @@ def test_config_sets_known_keys(path):
 def test_mode_configs_run(data, tmp_path):
     """The four Tiny Shakespeare mode configs, 2 iterations each on the test data."""
     names = ('standard', 'pause', 'reflection', 'reasoning')
-    procs = run_together(*([f'config/{name}_shakespeare_char.py', f'--data_dir={data}', f'--out_dir={tmp_path / name}',
+    procs = train_together(*([f'config/{name}_shakespeare_char.py', f'--data_dir={data}', f'--out_dir={tmp_path / name}',
                             '--max_iters=2', '--eval_interval=2', '--eval_iters=1', '--progress_bar=False']
                            for name in names))
     for name, proc in zip(names, procs):
@@ -254,7 +242,7 @@ def test_resume_continues_exactly(data, tmp_path, mode):
     and the same final weights. Dropout makes the saved RNG state matter; pause draws random insertions."""
     common = [f'--eval_interval={K}', '--always_save_checkpoint=True', '--log_interval=1', '--dropout=0.1',
               '--gradient_accumulation_steps=2', *MODES[mode]]
-    whole, first = map(succeeded, run_together(tiny(data, tmp_path / 'whole', *common, f'--max_iters={2 * K}'),
+    whole, first = map(succeeded, train_together(tiny(data, tmp_path / 'whole', *common, f'--max_iters={2 * K}'),
                                                tiny(data, tmp_path / 'split', *common, f'--max_iters={K}')))
     assert checkpoint(tmp_path / 'split')['iter_num'] == K
     second = train_ok(data, tmp_path / 'split', *common, f'--max_iters={2 * K}', '--init_from=resume')
@@ -281,7 +269,7 @@ def test_finetune_from_a_run(data, trained, tmp_path):
     """init_from=<out_dir of a run> loads its weights only (iteration 0, fresh optimizer) and may
     change the mode: the first eval of a standard finetune equals the source run's last eval."""
     args = ['--max_iters=2', '--eval_interval=2', f'--init_from={trained}']
-    same, paused, reason = run_together(tiny(data, tmp_path / 'std', *args),
+    same, paused, reason = train_together(tiny(data, tmp_path / 'std', *args),
                                         tiny(data, tmp_path / 'pause', *args, *MODES['pause'], '--block_size=24'),  # + 2 pauses fit
                                         tiny(data, tmp_path / 'reason', *args, *MODES['reasoning']))
     assert evals(succeeded(same).stdout)[0]['val'] == pytest.approx(metrics(trained)[-1]['losses']['val'], abs=1e-4)
