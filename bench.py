@@ -30,13 +30,14 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 
 import torch
 
 import train
+from attention import make_attention
 from configurator import configure
-from model import peak_flops_for
-from modes import Mode, check_sampling, generate, to_device
+from modes import Mode, check_sampling, generate
 
 BENCH_KEYS = dict(
     variants='',  # 'key=value,key=value; key=value; ...'; '' = the config alone; the first is the baseline
@@ -122,46 +123,55 @@ def peak_memory(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'peak RSS of the whole process (ru_maxrss)'
 
 
-def measure_train(c):
+def measure_train(c, exclusive=nullcontext()):
+    """One measurement of config c's training step; the timed steps run inside `exclusive`."""
     device, device_type, dtype, autocast = runtime(c)
     data_dir, text_vocab, synthetic = data_source(c)
     mode = Mode(c, text_vocab, train.records_of(data_dir))
     torch.manual_seed(c['seed'])
     model = train.new_model(c, mode).to(device)
-    model.set_attention_backend(c['attention'] == 'flex' or (c['attention'] == 'auto' and device_type == 'cuda'))
+    train.set_attention(model, c)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
     optimizer = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), device_type)
-    step_model = torch.compile(model) if c['compile'] else model
+    step_model = torch.compile(model, dynamic=False) if c['compile'] else model
     accum = c['gradient_accumulation_steps']
 
     def batches(it):
         """Lazily, like train.py: each micro-batch is made just before its forward pass."""
         for micro in range(accum):
             if not synthetic:
-                yield train.train_batch(c, mode, data_dir, it, micro, device)
+                yield train.train_batch(c, mode, data_dir, it, micro, model)
             else:  # train.train_batch with random text in place of get_chunk
                 gen = train.micro_batch_generator(c['seed'], it, micro)
                 chunk = torch.randint(text_vocab, (c['batch_size'], c['block_size'] + 1), generator=gen)
-                yield to_device(mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)), device)
+                yield model.prepare(**mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)))
 
-    step_ms, step_cpu_ms, nonfinite = [], [], 0
-    for it in range(c['bench_warmup'] + c['bench_iters']):
+    step_ms, step_cpu_ms, nonfinite, losses = [], [], 0, []
+
+    def step(it):
         for group in optimizer.param_groups:
             group['lr'] = train.lr_at(it, c)
         with Timer(device) as t:
-            _, finite, _ = train.train_step(step_model, optimizer, scaler, batches(it), accum, autocast,
-                                            c['grad_clip'], False)
-        if it >= c['bench_warmup']:
+            loss, finite, _ = train.train_step(step_model, optimizer, scaler, batches(it), accum, autocast,
+                                               c['grad_clip'], False)
+        losses.append(loss.item())  # outside the timer: the step itself syncs once, this is a second
+        return t, finite
+
+    for it in range(c['bench_warmup']):
+        step(it)
+    with exclusive:  # e.g. a lock, so that processes sharing a GPU time their steps one at a time
+        for it in range(c['bench_warmup'], c['bench_warmup'] + c['bench_iters']):
+            t, finite = step(it)
             step_ms.append(t.ms)
             step_cpu_ms.append(t.cpu_ms)
             nonfinite += not finite  # a skipped update is faster: the report flags it
     mem, mem_kind = peak_memory(device)
-    return dict(step_ms=step_ms, step_cpu_ms=step_cpu_ms, ms=statistics.median(step_ms),
+    return dict(step_ms=step_ms, step_cpu_ms=step_cpu_ms, ms=statistics.median(step_ms), losses=losses,
                 cpu_ms=statistics.median(step_cpu_ms), nonfinite=nonfinite, peak_mem=mem, mem_kind=mem_kind,
                 text_per_iter=accum * c['batch_size'] * c['block_size'],
                 slots_per_text=mode.slots_per_text_token(c['block_size']),
                 flops_per_text=mode.flops_per_text_token(model, c['block_size']),
-                peak_flops=peak_flops_for(device, c['peak_flops']),
+                peak_flops=train.peak_flops_for(device, c['peak_flops']),
                 params=model.get_num_params(), synthetic=synthetic, text_vocab=text_vocab,
                 device=device, dtype=dtype, machine=machine(device))
 
@@ -218,6 +228,7 @@ def parse_variants(c):
             data_dir, text_vocab, synthetic = data_source(cfg)
             Mode(cfg, text_vocab, train.records_of(data_dir))
             check_sampling(cfg['temperature'], cfg['top_k'])
+            make_attention(cfg['attention'], train.device_of(cfg), cfg['dropout'], cfg['n_head'])
         except ValueError as e:
             fail(f"{spec or 'the config'}: {e}")
         if not synthetic:

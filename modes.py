@@ -16,8 +16,8 @@ Everything the model needs follows from how many extras each step has (`counts`,
 
 Training draws counts at random (pause, reflection) or uses a fixed pattern (reasoning); evaluation
 uses fixed-seed counts; sampling builds the same layout step by step (`generate`). The insertion
-pattern is drawn once per batch and shared by its sequences, so one (L, L) mask serves the whole
-batch and every head.
+pattern is drawn once per batch and shared by its sequences, so one visibility serves the whole
+batch (attention.py: per-slot vectors and rules, from which each backend derives its masks).
 """
 
 from collections import OrderedDict, namedtuple
@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch.nn import functional as F
 
-from model import KVCache, Visibility
+from attention import KVCache, Rule, Visibility
 
 MODES = ('standard', 'pause', 'reflection', 'reasoning')
 TEXT, PAUSE, REFLECT, REASON = 0, 1, 2, 3
@@ -61,11 +61,20 @@ class Layout:
     slot: Optional[torch.Tensor]  # (L,) slot-embedding index (reasoning), else None
     eval_slots: torch.Tensor      # (T,) the slot whose prediction of x_{t+1} counts
     vis: Optional[Visibility]     # None = plain causal (SDPA's is_causal fast path)
-    attended_pairs: int           # visible (query, key) pairs, for FLOP counts
-    read_pairs: int               # the pairs of vis.read's queries (all pairs when vis.read is None)
 
     def __len__(self):
         return self.kind.numel()
+
+    @cached_property
+    def attended_pairs(self):
+        """Visible (query, key) pairs, for FLOP counts."""
+        L = len(self)
+        return L * (L + 1) // 2 if self.vis is None else self.vis.pairs()
+
+    @cached_property
+    def read_pairs(self):
+        """The visible pairs of vis.read's queries (all pairs when every slot is read)."""
+        return self.attended_pairs if self.vis is None or self.vis.read is None else self.vis.rows().pairs()
 
     @cached_property
     def loss_slots(self):
@@ -114,7 +123,18 @@ class Mode:
             raise ValueError("answer_only=True needs a dataset of prompt/answer records "
                              "(meta.pkl with record_len, prompt_len, answer_len), e.g. data/arithmetic")
         self.pauses_after_prompts = self.name == 'pause' and self.answer_only
+        self.rules = self._rules()
         self._layouts = OrderedDict()
+
+    def _rules(self):
+        """The mode's attention rules (attention.Rule) on top of causal attention; () = plain causal."""
+        if self.name == 'reasoning' and self.num_reason > 0 and self.cfg['reason_delay'] > 0:
+            # step t's reasoning slots are out of reach of (or pass no gradient to) steps t+1 .. t+K
+            return (Rule(REASON, 1, self.cfg['reason_delay'], stopgrad=self.cfg['reason_stopgrad']),)
+        if self.name == 'reflection' and self.cfg['reflect_hidden']:
+            # a reflection slot is seen only by the later reflection slots of its own step
+            return (Rule(REFLECT, 1),)
+        return ()
 
     # ---- how many extras follow each text token -------------------------------------------
 
@@ -195,7 +215,7 @@ class Mode:
             self._layouts.popitem(last=False)
         return lay
 
-    def _build(self, counts, with_vis=True):
+    def _build(self, counts):
         T = counts.numel()
         per_step = counts + 1
         step = torch.repeat_interleave(torch.arange(T), per_step)  # (L,)
@@ -217,51 +237,27 @@ class Mode:
             pos, slot = step.clone(), (sub if self.num_reason > 0 else None)
         else:
             pos, slot = torch.arange(L), None
-        vis, pairs, read_pairs = self.visibility(kind, step) if with_vis else (None, 0, 0)
+        vis = self.visibility(kind, step)
         if vis is not None and vis.read is not None:  # the model computes only these slots' outputs
             assert torch.equal(vis.read, eval_slots) and torch.equal(vis.read, has_tgt.nonzero().squeeze(1))
         return Layout(counts=counts, kind=kind, step=step, src=step.clone(), special=special, tgt=tgt,
-                      pos=pos, slot=slot, eval_slots=eval_slots, vis=vis, attended_pairs=pairs,
-                      read_pairs=read_pairs)
+                      pos=pos, slot=slot, eval_slots=eval_slots, vis=vis)
 
     def visibility(self, kind, step, q_start=0, q_end=None):
         """
-        Causal attention minus the mode's rules, for the queries q_start..q_end over the keys
-        0..q_end. Returns (Visibility or None when nothing is removed, visible pair count, visible
-        pairs of the read queries). In reasoning layouts only text slots are ever predicted from,
-        so the Visibility names them as `read` and the model's last block computes only those.
+        The Visibility of the queries q_start..q_end over the keys 0..q_end, or None when the rules
+        remove nothing there (plain causal). In reasoning layouts only text slots are ever predicted
+        from, so it names them as `read` and the model's last block computes only those.
         """
         q_end = kind.numel() if q_end is None else q_end
-        masked = (self.name == 'reasoning' and self.num_reason > 0 and self.cfg['reason_delay'] > 0) or \
-            (self.name == 'reflection' and self.cfg['reflect_hidden'])
-        if not masked:  # plain causal: no mask to build (pause/reflection layouts change every batch)
-            pairs = (q_end * (q_end + 1) - q_start * (q_start + 1)) // 2
-            return None, pairs, pairs
         kind, step = kind[:q_end], step[:q_end]
-        causal = torch.ones(q_end - q_start, q_end, dtype=torch.bool).tril(diagonal=q_start)  # (Lq, Lk)
-        q_kind, q_step, k_step = kind[q_start:, None], step[q_start:, None], step[None, :]
-        hidden = torch.zeros_like(causal)
-        no_grad = None
-        if self.name == 'reasoning' and self.num_reason > 0:
-            # step t's reasoning slots are out of reach of steps t+1 .. t+K
-            delayed = (kind[None, :] == REASON) & (q_step > k_step) & (q_step <= k_step + self.cfg['reason_delay'])
-            if self.cfg['reason_stopgrad']:
-                no_grad = causal & delayed  # seen in the forward pass, but no gradient flows back
-                if not no_grad.any():  # a single step: nothing to stop
-                    no_grad = None
-            else:
-                hidden |= delayed
-        if self.name == 'reflection' and self.cfg['reflect_hidden']:
-            # a reflection slot is seen only by the later reflection slots of its own run
-            same_run = (q_kind == REFLECT) & (q_step == k_step)
-            hidden |= (kind[None, :] == REFLECT) & ~same_run
-        allow = causal & ~hidden
-        pairs = int(allow.sum())
-        if not hidden.any() and no_grad is None:
-            return None, pairs, pairs
+        # a rule hits some pair iff a key of its kind has a query min_gap or more steps later
+        last = step[-1] if q_end else 0
+        if not any(bool(((kind == r.key_kind) & (step + r.min_gap <= last)).any()) for r in self.rules):
+            return None
         read = (kind[q_start:] == TEXT).nonzero().squeeze(1) if self.name == 'reasoning' else None
-        read_pairs = pairs if read is None else int(allow[read].sum())
-        return Visibility(allow, no_grad, read=read), pairs, read_pairs
+        q_slots = None if q_start == 0 else torch.arange(q_start, q_end)
+        return Visibility(kind, step, self.rules, q_slots=q_slots, read=read)
 
     # ---- batches for the model ----------------------------------------------------------
 
@@ -308,19 +304,6 @@ class Mode:
         return model.flops_per_layout(lay.attended_pairs, len(lay), n_pred, read) / block_size
 
 
-def to_device(batch, device):
-    """Move a batch dict's tensors to the device (non_blocking from pinned memory on CUDA)."""
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            if device.startswith('cuda') and v.device.type == 'cpu':
-                v = v.pin_memory().to(device, non_blocking=True)
-            else:
-                v = v.to(device)
-        out[k] = v
-    return out
-
-
 def check_sampling(temperature, top_k):
     """ValueError unless generate can sample with these (checked before a model is loaded)."""
     if temperature < 0 or (top_k or 0) < 0:
@@ -350,7 +333,7 @@ def generate(model, mode, prompt, max_new_tokens, temperature=1.0, top_k=None, k
         start = window_start
         while True:
             # built uncached and without its full mask: only the new queries' rows are needed
-            lay = mode._build(mode.inference_counts(text.size(1) - start, n_prompt - start), with_vis=False)
+            lay = mode._build(mode.inference_counts(text.size(1) - start, n_prompt - start))
             if int(lay.pos.max()) < n_positions:
                 break
             start += 1
@@ -362,12 +345,10 @@ def generate(model, mode, prompt, max_new_tokens, temperature=1.0, top_k=None, k
                 cache = KVCache(model.config, text.size(0), n_positions * mode.slots_per_position(),
                                 device, next(model.parameters()).dtype)
         ids = lay.inputs(text[:, start:])[:, fed:read + 1]  # (B, new slots)
-        vis, _, _ = mode.visibility(lay.kind, lay.step, fed, read + 1)  # rows of the new queries
-        if vis is not None:  # no gradients here: the forward pass sees all allowed keys
-            vis = Visibility(vis.allow, read=vis.read)
-        logits, _ = model(ids, pos=lay.pos[fed:read + 1].to(device),
-                          slot=None if lay.slot is None else lay.slot[fed:read + 1].to(device),
-                          vis=vis, cache=cache if kv_cache else None)
+        vis = mode.visibility(lay.kind, lay.step, fed, read + 1)  # rows of the new queries
+        logits, _ = model(**model.prepare(ids, pos=lay.pos[fed:read + 1],
+                                          slot=None if lay.slot is None else lay.slot[fed:read + 1],
+                                          vis=vis, cache=cache if kv_cache else None, decoding=True))
         fed = read + 1 if kv_cache else 0
         logits = logits[:, -1, :].float()  # (B, V)
         logits[:, mode.text_vocab_size:] = -float('inf')  # special and padding ids are never output

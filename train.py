@@ -30,8 +30,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import configure
-from model import GPT, GPTConfig, pad_vocab, peak_flops_for
-from modes import EVAL_SEED, LAYOUT_KEYS, NUM_SPECIAL_TOKENS, Mode, Records, special_token_ids, to_device
+from model import GPT, GPTConfig, pad_vocab
+from modes import EVAL_SEED, LAYOUT_KEYS, NUM_SPECIAL_TOKENS, Mode, Records, special_token_ids
 
 DEFAULTS = dict(
     # I/O
@@ -91,7 +91,9 @@ DEFAULTS = dict(
     device='',  # '' = cuda if available, else cpu
     dtype='',  # '' = bfloat16 on GPUs that have it, float16 on other GPUs, float32 on cpu
     compile=False,
-    attention='auto',  # masked layouts: 'flex' (FlexAttention), 'sdpa' (dense mask), 'auto' = flex on cuda
+    # masked layouts: 'flex' (FlexAttention), 'cpu_flash' (the CPU flash kernel), 'sdpa' (dense masks, any
+    # device), 'auto' = flex on cuda, cpu_flash on cpu (sdpa with attention dropout); see attention.py
+    attention='auto',
     backend='',  # torch.distributed backend; '' = nccl on cuda, gloo on cpu
     seed=1337,
     peak_flops=0.0,  # peak FLOP/s of one device for MFU; 0 = known GPUs only (A100/H100/H200)
@@ -124,8 +126,8 @@ def check_config(c):
         # the cosine runs from warmup_iters to lr_decay_iters (lr_at); equal, it would divide by zero
         raise ValueError(f"lr_decay_iters={c['lr_decay_iters']} must be above warmup_iters={c['warmup_iters']}: "
                          f"raise lr_decay_iters (usually = max_iters), or set decay_lr=False")
-    if c['attention'] not in ('auto', 'flex', 'sdpa'):
-        raise ValueError(f"attention={c['attention']!r} must be 'auto', 'flex' or 'sdpa'")
+    if c['attention'] not in ('auto', 'flex', 'sdpa', 'cpu_flash'):
+        raise ValueError(f"attention={c['attention']!r} must be 'auto', 'flex', 'cpu_flash' or 'sdpa'")
     if c['on_nonfinite'] not in ('stop', 'skip'):
         raise ValueError(f"on_nonfinite={c['on_nonfinite']!r} must be 'stop' or 'skip'")
 
@@ -145,6 +147,22 @@ def device_of(c):
     if kind.type == 'cuda' and (kind.index or 0) >= torch.cuda.device_count():
         fail(f"device={device!r}, but torch sees {torch.cuda.device_count()} CUDA GPU(s): pick one of them")
     return device
+
+
+# Peak dense bf16 tensor-core FLOP/s of the GPUs we know; anything else uses the config's peak_flops.
+KNOWN_PEAK_FLOPS = {'A100': 312e12, 'H100': 989e12, 'H200': 989e12}
+
+
+def peak_flops_for(device, configured=0.0):
+    """Peak FLOP/s for MFU: the configured value if given, else a known GPU's, else 0 (unknown)."""
+    if configured:
+        return configured
+    if device.startswith('cuda') and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(device)
+        for key, flops in KNOWN_PEAK_FLOPS.items():
+            if key in name:
+                return flops
+    return 0.0
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -222,11 +240,20 @@ def get_chunk(data_dir, split, batch_size, block_size, generator, align=1):
     return torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in ix.tolist()])
 
 
-def train_batch(c, mode, data_dir, iter_num, global_micro, device):
-    """Global micro-batch `global_micro` of iteration iter_num, laid out for training."""
+def train_batch(c, mode, data_dir, iter_num, global_micro, model):
+    """Global micro-batch `global_micro` of iteration iter_num, laid out for training and prepared
+    for the model (on its device, attention masks built: see GPT.prepare)."""
     gen = micro_batch_generator(c['seed'], iter_num, global_micro)
     chunk = get_chunk(data_dir, 'train', c['batch_size'], c['block_size'], gen, mode.chunk_align)
-    return to_device(mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)), device)
+    return model.prepare(**mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)))
+
+
+def set_attention(model, c):
+    """The model's attention backend for config c (one-line error for one that cannot run here)."""
+    try:
+        model.set_attention(c['attention'])
+    except ValueError as e:
+        fail(str(e))
 
 
 def keep_freed_memory():
@@ -521,13 +548,13 @@ def main(argv=None):
     if model.config.vocab_size < text_vocab + NUM_SPECIAL_TOKENS:
         fail(f"the model's vocab ({model.config.vocab_size}) has no room for the dataset's {text_vocab} tokens "
              f"and {NUM_SPECIAL_TOKENS} thinking tokens")
+    model.to(device)
+    set_attention(model, c)
     # the first write to out_dir: every check that can fail on the config, data or checkpoint came before
     if master and not c['eval_only']:
         check_writable(c['out_dir'])
         for stale in glob.glob(os.path.join(c['out_dir'], 'ckpt.pt.tmp.*')):
             os.remove(stale)  # left by a process killed while saving
-    model.to(device)
-    model.set_attention_backend(c['attention'] == 'flex' or (c['attention'] == 'auto' and device_type == 'cuda'))
 
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
     optimizer = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), device_type)
@@ -540,7 +567,9 @@ def main(argv=None):
             print(f"note: checkpoint has RNG states of {len(checkpoint['rng'])} ranks, running {world}: dropout RNG reseeded")
     raw_model = model
     if c['compile']:
-        model = torch.compile(model)
+        # static shapes: a run sees a few layout shapes (training, eval variants), each compiled once
+        model = torch.compile(model, dynamic=False)
+    eval_model = model  # evaluation runs the compiled model too, without DDP
     if ddp:
         model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
     flops_per_text_token = mode.flops_per_text_token(raw_model, c['block_size'])
@@ -570,9 +599,9 @@ def main(argv=None):
                 for k in range(rank, c['eval_iters'], world):
                     gen = micro_batch_generator(EVAL_SEED, 0, k)
                     chunk = get_chunk(data_dir, split, c['batch_size'], c['block_size'], gen, mode.chunk_align)
-                    batch = to_device(mode.eval_batch(chunk, counts_fn(c['block_size'], gen)), device)
+                    batch = raw_model.prepare(**mode.eval_batch(chunk, counts_fn(c['block_size'], gen)))
                     with autocast:
-                        _, loss = raw_model(**batch)
+                        _, loss = eval_model(**batch)
                     total += loss.float()
                 if ddp:
                     dist.all_reduce(total)
@@ -648,7 +677,7 @@ def main(argv=None):
         for group in optimizer.param_groups:
             group['lr'] = lr
         t_step = time.time()
-        batches = (train_batch(c, mode, data_dir, iter_num, micro_step * world + rank, device)
+        batches = (train_batch(c, mode, data_dir, iter_num, micro_step * world + rank, raw_model)
                    for micro_step in range(accum))
         loss, finite, stop = train_step(model, optimizer, scaler, batches, accum, autocast, c['grad_clip'], ddp,
                                         stop_requested=bool(stop_signal))

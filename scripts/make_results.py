@@ -42,7 +42,6 @@ import ablate  # noqa: E402
 import configurator  # noqa: E402
 import eval_arithmetic  # noqa: E402
 import train  # noqa: E402
-from model import KNOWN_PEAK_FLOPS  # noqa: E402
 from modes import Mode  # noqa: E402
 
 SPREAD = 2  # beyond the seed spread: |difference of means| > SPREAD standard errors of the difference
@@ -367,7 +366,7 @@ def owt_estimate(path, mfu):
     tokens = c['max_iters'] * c['gradient_accumulation_steps'] * c['batch_size'] * c['block_size']
     flops = fptt * tokens
     return dict(path=path, mode=c['mode'], params=model.get_num_params(), tokens=tokens, fptt=fptt, flops=flops,
-                hours={gpu: flops / (peak * mfu) / 3600 for gpu, peak in KNOWN_PEAK_FLOPS.items()})
+                hours={gpu: flops / (peak * mfu) / 3600 for gpu, peak in train.KNOWN_PEAK_FLOPS.items()})
 
 
 def owt_section(args, facts):
@@ -378,17 +377,17 @@ def owt_section(args, facts):
              f"Training FLOPs of the OpenWebText configs as train.py counts them (the token layout priced by "
              f"model.GPT.flops_per_layout: forward + backward matmuls, masked attention pairs not counted), "
              f"times their text tokens (max_iters × gradient_accumulation_steps × batch_size × block_size). "
-             f"GPU-hours = FLOPs / (peak dense bf16 FLOP/s of model.KNOWN_PEAK_FLOPS × an assumed MFU of "
+             f"GPU-hours = FLOPs / (peak dense bf16 FLOP/s of train.KNOWN_PEAK_FLOPS × an assumed MFU of "
              f"{args.assumed_mfu:.0%}, `--assumed_mfu`); cells are one run / {n} seeds (`--owt_seeds`).", '']
     cols = ['config', 'mode', 'params (no positions)', 'text tokens', f'FLOPs/text token (× {OWT_CONFIGS[0]})',
-            'training FLOPs', *(f'{gpu} GPU-hours' for gpu in KNOWN_PEAK_FLOPS)]
+            'training FLOPs', *(f'{gpu} GPU-hours' for gpu in train.KNOWN_PEAK_FLOPS)]
     lines += ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for e in estimates:
         lines.append('| ' + ' | '.join([
             f"`{e['path']}`", e['mode'], f"{e['params'] / 1e6:.1f} M", f"{e['tokens'] / 1e9:.1f} B",
             f"{e['fptt'] / 1e6:.0f} M ({e['fptt'] / ref:.2f}×)", f"{e['flops']:.3g}",
             *(f"{h:,.0f} / {n * h:,.0f}" for h in e['hours'].values())]) + ' |')
-    totals = {gpu: n * sum(e['hours'][gpu] for e in estimates) for gpu in KNOWN_PEAK_FLOPS}
+    totals = {gpu: n * sum(e['hours'][gpu] for e in estimates) for gpu in train.KNOWN_PEAK_FLOPS}
     lines += ['', "All of them, " + ', '.join(
         f"{gpu}: {h:,.0f} GPU-hours ({h / 8 / 24:.1f} days on one node of 8)" for gpu, h in totals.items())
         + f" for {len(estimates)} configs × {n} seeds. Masked layouts (reasoning) run through FlexAttention "

@@ -24,7 +24,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import model as model_module  # noqa: E402
-from model import GPT, GPTConfig, Visibility, pad_vocab  # noqa: E402
+from attention import Visibility  # noqa: E402
+from model import GPT, GPTConfig, pad_vocab  # noqa: E402
 from modes import (EVAL_SEED, LAYOUT_KEYS, MODES, NUM_SPECIAL_TOKENS, PAUSE, REASON, REFLECT,  # noqa: E402
                    TEXT, Mode, Records, special_token_ids)
 
@@ -62,21 +63,9 @@ def tiny_model(mode, block_size, seed=0, std=0.3):
     return m.eval()
 
 
-def attention_path(monkeypatch, query_chunk):
-    """query_chunk None: the default CPU path, where a layout whose every slot queries runs as one
-    flash call with is_causal and a mask (and Visibility.chunks must not be used for it); an int:
-    every layout runs as dense-mask query chunks of that many slots."""
-    if query_chunk is None:
-        chunks = Visibility.chunks
-
-        def partial_layouts_only(vis, *args):  # e.g. the last block's text rows
-            Lq, Lk = vis.allow.shape
-            assert Lq < Lk, 'a full layout went through the query chunks, not one CPU call'
-            return chunks(vis, *args)
-        monkeypatch.setattr(Visibility, 'chunks', partial_layouts_only)
-    else:
-        monkeypatch.setattr(Visibility, 'CPU_ONE_CALL', False)
-        monkeypatch.setattr(Visibility, 'QUERY_CHUNK', query_chunk)
+# the CPU's attention backends: the flash kernel (the default) and dense-mask SDPA (the public
+# fallback, which splits stop-gradient attention in two and merges by log-sum-exp, as FlexAttention does)
+CPU_BACKENDS = ['cpu_flash', 'sdpa']
 
 
 def make_chunk(B, T, seed=0):
@@ -169,7 +158,7 @@ class Perturb:
 
 def every_row(vis):
     """The same rules with every slot's output computed (no vis.read)."""
-    return None if vis is None else Visibility(vis.allow, vis.no_grad)
+    return None if vis is None else vis.without_read()
 
 
 def all_slot_logits(model, batch):
@@ -427,14 +416,14 @@ def test_reflect_hidden_information_flow(repeat):
             assert D[later_text][:, refl[:1]].min() > MOVED
 
 
-@pytest.mark.parametrize('query_chunk', [None, 128, 7])
-def test_reflect_hidden_train_loss_matches_reference_mask(query_chunk, monkeypatch):
-    """Loss and gradients equal a plain masked-softmax attention on the spec's mask, through the
-    one-call CPU path and through dense-mask query chunks (of 7 slots: over growing key prefixes)."""
-    attention_path(monkeypatch, query_chunk)
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_reflect_hidden_train_loss_matches_reference_mask(backend, monkeypatch):
+    """Loss and gradients equal a plain masked-softmax attention on the spec's mask, through each
+    CPU attention backend."""
     T = 24
     mode = make_mode('reflection', reflect_rate=0.25, reflect_hidden=True)
     model = tiny_model(mode, T)
+    model.set_attention(backend)
     chunk = make_chunk(2, T)
     counts = mode.train_counts(T, gen(1))
     b = mode.train_batch(chunk, counts)
@@ -475,7 +464,7 @@ def test_reasoning_layout_and_embeddings(N):
     assert mode.slots_per_text_token(T) == N + 1
     # the first block's input is wte(x_t) + wpe(t) + wse(j), with wse row 0 = 0 for text slots
     seen = {}
-    h = model.transformer.h[0].register_forward_pre_hook(lambda m, a: seen.setdefault('x', a[0]))
+    h = model.transformer.h[0].register_forward_pre_hook(lambda m, a: seen.update(x=a[0]))
     with torch.no_grad():
         _, loss = model(**b)
         full = all_slot_logits(model, b)
@@ -573,7 +562,7 @@ def reference_attention(allow, no_grad):
     """A slow CausalSelfAttention.forward that routes gradient per (query, key) pair from the
     spec's masks: pairs in no_grad use detached k and v, everything else is plain masked softmax."""
 
-    def forward(self, x, vis=None, cache=None, rows=None):
+    def forward(self, x, attend, cache=None, rows=None):
         assert cache is None
         B, T, C = x.size()
         nh, hs = self.n_head, C // self.n_head
@@ -605,10 +594,11 @@ def test_reason_stopgrad_forward_is_full_causal(N, K):
     T = 9
     mode = make_mode('reasoning', num_reason_tokens=N, reason_delay=K, reason_stopgrad=True)
     model = tiny_model(mode, T)
-    b = mode.train_batch(make_chunk(2, T), mode.train_counts(T, None))
-    L = b['idx'].size(1)
-    causal = Visibility(torch.ones(L, L, dtype=torch.bool).tril())
-    for grad_mode in (torch.no_grad, torch.enable_grad):  # with grad: the duplicated-key path
+    counts = mode.train_counts(T, None)
+    b = mode.train_batch(make_chunk(2, T), counts)
+    lay = mode.layout(counts)
+    causal = Visibility(lay.kind, lay.step, ())  # no rules: every causal pair, through the masked path
+    for grad_mode in (torch.no_grad, torch.enable_grad):  # with grad: the split (stop-gradient) path
         with grad_mode():
             out, loss = model(**b)
             ref, ref_loss = model(**with_vis(b, None))
@@ -625,15 +615,14 @@ def test_reason_stopgrad_forward_is_full_causal(N, K):
 
 @pytest.mark.parametrize('N,K', [(1, 1), (2, 2), (3, 1)])
 @pytest.mark.parametrize('stopgrad', [True, False])
-@pytest.mark.parametrize('query_chunk', [None, 128, 5])
-def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, query_chunk, monkeypatch):
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, backend, monkeypatch):
     """Every parameter's gradient equals the autograd reference that detaches k/v exactly for the
-    pairs (query at steps t+1..t+K, key a reasoning slot of step t), through the one-call CPU path
-    and through query chunks (of 5 slots: several chunks over growing key prefixes, Visibility.chunks)."""
-    attention_path(monkeypatch, query_chunk)
+    pairs (query at steps t+1..t+K, key a reasoning slot of step t), through each CPU backend."""
     T = 8
     mode = make_mode('reasoning', num_reason_tokens=N, reason_delay=K, reason_stopgrad=stopgrad)
     model = tiny_model(mode, T)
+    model.set_attention(backend)
     counts = mode.train_counts(T, None)
     b = mode.train_batch(make_chunk(3, T), counts)
     allow, no_grad = spec_masks(mode, mode.layout(counts))
@@ -652,14 +641,14 @@ def test_attention_gradients_match_per_pair_reference(N, K, stopgrad, query_chun
 
 
 @pytest.mark.parametrize('N,K,stopgrad', [(1, 1, False), (3, 1, True), (2, 2, False)])
-@pytest.mark.parametrize('query_chunk', [None, 128, 5])
-def test_last_block_computing_only_text_slots_changes_nothing(N, K, stopgrad, query_chunk, monkeypatch):
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_last_block_computing_only_text_slots_changes_nothing(N, K, stopgrad, backend):
     """Reasoning layouts name their text slots as vis.read, and the last block computes only those
     rows. Loss, logits and every gradient equal computing every slot through every block."""
-    attention_path(monkeypatch, query_chunk)
     T = 8
     mode = make_mode('reasoning', num_reason_tokens=N, reason_delay=K, reason_stopgrad=stopgrad)
     model = tiny_model(mode, T)
+    model.set_attention(backend)
     counts = mode.train_counts(T, None)
     lay = mode.layout(counts)
     assert lay.vis.read.tolist() == (lay.kind == TEXT).nonzero().squeeze(1).tolist()
@@ -817,85 +806,3 @@ def test_degenerate_modes_reproduce_standard(name, kw):
                 plain_logits, plain_loss = model(chunk[:, :-1], chunk[:, 1:])
             assert torch.equal(logits, slogits) and torch.equal(loss, sloss)
             assert torch.equal(logits, plain_logits) and torch.equal(loss, plain_loss)
-
-
-# ---- FlexAttention ------------------------------------------------------------------------------
-# On CPU FlexAttention runs only compiled and only forward (this torch raises NotImplementedError
-# when an input requires grad), so the backends are compared under no_grad, and with grad enabled
-# on frozen weights (which exercises the (L, 2L) duplicated-key stop-gradient mask).
-# All masked layouts here have L = 192 (not a multiple of 128: partial blocks are covered), so the
-# compiled kernel is built twice in all ((192, 192) and (192, 384) keys).
-
-FLEX_CASES = [
-    ('reasoning', dict(num_reason_tokens=2, reason_delay=1), 64),
-    ('reflection', dict(reflect_rate=0.2, reflect_hidden=True), 160),
-    ('reasoning', dict(num_reason_tokens=2, reason_delay=2, reason_stopgrad=True), 64),
-]
-
-
-def _flex_compare(model, b, frozen_grad=False):
-    model.set_attention_backend(False)
-    try:
-        ctx = torch.enable_grad if frozen_grad else torch.no_grad
-        with ctx():
-            ref, ref_loss = model(**b)
-            model.set_attention_backend(True)
-            out, loss = model(**b)
-    finally:
-        model.set_attention_backend(False)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize('name,kw,T', FLEX_CASES)
-def test_flex_attention_matches_dense_mask(name, kw, T):
-    mode = make_mode(name, **kw)
-    model = tiny_model(mode, T)
-    counts = mode.train_counts(T, gen(0))
-    for make in (mode.train_batch, mode.eval_batch):
-        b = make(make_chunk(2, T), counts)
-        assert b['idx'].size(1) == 192 and b['vis'] is not None
-        _flex_compare(model, b)
-    if kw.get('reason_stopgrad'):
-        for p in model.parameters():
-            p.requires_grad_(False)
-        _flex_compare(model, mode.train_batch(make_chunk(2, T), counts), frozen_grad=True)
-
-
-def test_flex_backend_trains_on_cpu():
-    """CPU FlexAttention has no backward: training falls back to the dense mask, same gradients."""
-    T = 64
-    mode = make_mode('reasoning', num_reason_tokens=2, reason_delay=1)
-    model = tiny_model(mode, T)
-    b = mode.train_batch(make_chunk(2, T), mode.train_counts(T, None))
-    _, g_ref = grads(model, b)
-    model.set_attention_backend(True)
-    try:
-        _, g = grads(model, b)
-    finally:
-        model.set_attention_backend(False)
-    for n in g_ref:
-        torch.testing.assert_close(g[n], g_ref[n], rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (CPU FlexAttention has no backward)')
-@pytest.mark.parametrize('name,kw,T', FLEX_CASES)
-def test_flex_attention_gradients_match_dense_mask_cuda(name, kw, T):
-    """Where FlexAttention has a backward (CUDA), its gradients, including the stop-gradient routing
-    through the duplicated keys, equal dense-mask SDPA's."""
-    from modes import to_device
-    mode = make_mode(name, **kw)
-    model = tiny_model(mode, T).cuda()
-    b = to_device(mode.train_batch(make_chunk(2, T), mode.train_counts(T, gen(0))), 'cuda')
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        loss_ref, g_ref = grads(model, b)
-        model.set_attention_backend(True)
-        loss, g = grads(model, b)
-    finally:
-        model.set_attention_backend(False)
-        torch.backends.cuda.matmul.allow_tf32 = prev
-    torch.testing.assert_close(loss, loss_ref, rtol=1e-4, atol=1e-4)
-    for n in g_ref:
-        torch.testing.assert_close(g[n], g_ref[n], rtol=2e-3, atol=2e-4, msg=lambda m: f'{n}: {m}')

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import REPO, run_together
-from model import GPT, GPTConfig, KVCache, Linear, pad_vocab
+from attention import KVCache
+from model import GPT, GPTConfig, Linear, pad_vocab
 from modes import NUM_SPECIAL_TOKENS, Mode, generate
 from train import DEFAULTS
 
