@@ -96,8 +96,10 @@ class Visibility:
         return any(r.heads is not None for r in self.rules)
 
     def rows(self):
-        """The Visibility of the read rows alone (the queries of the last block)."""
-        return replace(self, q_slots=self.queries[self.read], read=None, cache={})
+        """The Visibility of the read rows alone (the queries of the last block), built once."""
+        if 'rows' not in self.cache:
+            self.cache['rows'] = replace(self, q_slots=self.queries[self.read], read=None, cache={})
+        return self.cache['rows']
 
     def without_read(self):
         return replace(self, read=None, cache={})
@@ -238,7 +240,9 @@ class Backend:
         key = (self.name, self.device, grad)
         if key in vis.cache:
             return vis.cache[key]
-        read = None if vis.read is None else vis.read.to(self.device)
+        read = None
+        if vis.read is not None:  # copied once per layout, whatever the backend caches
+            read = vis.cache.setdefault(('read', self.device), vis.read.to(self.device))
         prepared = Prepared(self.attend_fn(vis, grad), None if vis.read is None else self.attend_fn(vis.rows(), grad),
                             read, vis.read is None or int(vis.read[-1]) == vis.queries.numel() - 1)
         if self.cache_on_layout:
@@ -379,7 +383,7 @@ class SlotBuffers:
     def __init__(self, rules, q_len, k_len, n_head, device):
         from torch.nn.attention.flex_attention import create_block_mask
         self.create_block_mask = create_block_mask
-        self.rules, self.q_len, self.k_len, self.device = rules, q_len, k_len, device
+        self.q_len, self.k_len, self.device = q_len, k_len, device
         self.heads = n_head if any(r.heads is not None for r in rules) else None
         self.kind = torch.zeros(k_len, dtype=torch.long, device=device)
         self.step = torch.zeros(k_len, dtype=torch.long, device=device)
@@ -396,8 +400,7 @@ class SlotBuffers:
             return visible & ~passing
         self.mask_mods = dict(visible=lambda b, h, q_idx, kv_idx: pairs(h, q_idx, kv_idx)[0],
                               passing=lambda b, h, q_idx, kv_idx: pairs(h, q_idx, kv_idx)[1], no_grad=no_grad)
-        names = ('visible', 'passing', 'no_grad') if any(r.stopgrad for r in rules) else ('visible',)
-        self.names = names
+        self.names = ('visible', 'passing', 'no_grad') if any(r.stopgrad for r in rules) else ('visible',)
 
     def block_masks(self, vis):
         """{name: BlockMask} for vis's layout: rebuilt on the device when the layout differs from

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from attention import BACKENDS
 from configurator import configure
 from model import GPT, GPTConfig, pad_vocab
 from modes import EVAL_SEED, LAYOUT_KEYS, NUM_SPECIAL_TOKENS, Mode, Records, special_token_ids
@@ -126,8 +127,8 @@ def check_config(c):
         # the cosine runs from warmup_iters to lr_decay_iters (lr_at); equal, it would divide by zero
         raise ValueError(f"lr_decay_iters={c['lr_decay_iters']} must be above warmup_iters={c['warmup_iters']}: "
                          f"raise lr_decay_iters (usually = max_iters), or set decay_lr=False")
-    if c['attention'] not in ('auto', 'flex', 'sdpa', 'cpu_flash'):
-        raise ValueError(f"attention={c['attention']!r} must be 'auto', 'flex', 'cpu_flash' or 'sdpa'")
+    if c['attention'] not in ('auto', *BACKENDS):
+        raise ValueError(f"attention={c['attention']!r} must be one of {', '.join(('auto', *BACKENDS))}")
     if c['on_nonfinite'] not in ('stop', 'skip'):
         raise ValueError(f"on_nonfinite={c['on_nonfinite']!r} must be 'stop' or 'skip'")
 
