@@ -83,11 +83,6 @@ class Visibility:
         return torch.arange(self.k_len) if self.q_slots is None else self.q_slots
 
     @property
-    def full(self):
-        """Every slot queries, in order (a training or eval layout)."""
-        return self.q_slots is None
-
-    @property
     def stopgrad(self):
         return any(r.stopgrad for r in self.rules)
 
@@ -153,24 +148,6 @@ def head_sets(rules, n_head, device):
             s[list(r.heads)] = True
             out.append(s)
     return out
-
-
-class KVCache:
-    """Keys and values of every layer for the slots seen so far, preallocated up to max_len."""
-
-    def __init__(self, config, batch_size, max_len, device, dtype):
-        hs = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, max_len, hs)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0  # slots already stored; advanced by GPT.forward after all layers ran
-
-    def update(self, layer, k, v):
-        """Store this call's k, v (B, nh, T, hs); return all keys/values so far (B, nh, length+T, hs)."""
-        start, end = self.length, self.length + k.size(2)
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
 # ---- the pieces the backends share ------------------------------------------------------------
@@ -272,14 +249,11 @@ class DenseSDPA(Backend):
         return attend
 
 
-def torch_version():
-    return tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2])
-
-
 # The private CPU flash kernel takes is_causal and a mask together (public SDPA takes one of the two)
 # and returns its log-sum-exp; it has the signature used here from torch 2.6 on (the oldest release
 # this repo supports). Elsewhere the CPU falls back to DenseSDPA.
-CPU_FLASH = torch_version() >= (2, 6) and hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu')
+TORCH_VERSION = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2])
+CPU_FLASH = TORCH_VERSION >= (2, 6) and hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu')
 
 
 def additive(mask):
@@ -339,7 +313,7 @@ class CPUFlash(Backend):
 
     def attend_fn(self, vis, grad):
         visible, passing = vis.dense(self.n_head)
-        causal = vis.full
+        causal = vis.q_slots is None  # every slot queries, in order (a training or eval layout)
         visible_add = additive(visible)
         if grad and vis.stopgrad:
             passing_add = additive(passing)

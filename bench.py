@@ -6,38 +6,39 @@ in this repo is measured with this script.
         --variants="mode=standard; mode=pause; mode=reasoning,num_reason_tokens=1"
     python bench.py config/train_gpt2.py --synthetic=True --task=sample --variants="kv_cache=True; kv_cache=False"
 
-Config works as in train.py (config files, then --key=value; every train.py key has its name there)
+Config works as in train.py (config files, then --key=value; every key of training.DEFAULTS)
 plus the bench keys below. `variants` is a ';'-separated list of override sets, each
 `key=value,key=value`; the first is the baseline of the ratios. Every variant is measured `repeats`
 times, each time in a fresh process (so peak memory is clean and nothing carries over), in
 interleaved order (so slow drifts of the machine hit every variant alike); the report gives the
 median over the repeats, with min and max.
 
-task=train times train.train_step, the function train.py runs, over micro-batches made by
-train.train_batch (data loading included, as in train.py's ms/iter), after building the model,
-optimizer, GradScaler, autocast and torch.compile as train.py does. task=sample times
+task=train times training.train_step, the step train.py runs (data loading included, as in
+train.py's ms/iter), on the run training.set_up builds for train.py: model, optimizer, GradScaler,
+autocast and torch.compile. task=sample times
 modes.generate on a randomly initialised model (speed does not depend on the weights), eagerly
 and with dense-mask attention as sample.py runs it; variants that differ only in speed knobs
 (kv_cache, attention, compile) must give identical greedy output, and the report says if they do.
 """
 
+import fcntl
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager
 
 import torch
 
-import train
 from attention import make_attention
-from configurator import configure
-from modes import Mode, check_sampling, generate
+from configurator import configure, fail
+from dataset import check_data, data_dir_of, text_vocab_size_of
+from modes import check_sampling, generate
+from reporting import emit_result, machine, run_child, table
+from training import DEFAULTS, check_config, device_of, mode_of, new_model, peak_flops_for, precision, set_up, train_step
 
 BENCH_KEYS = dict(
     variants='',  # 'key=value,key=value; key=value; ...'; '' = the config alone; the first is the baseline
@@ -50,6 +51,9 @@ BENCH_KEYS = dict(
     task='train',  # 'train' or 'sample'
     synthetic=False,  # uniform random tokens of the dataset's vocab (also used when train.bin is missing)
     json_out='',  # path for every raw measurement and the summaries as JSON
+    # a file: task=train times its steps holding an exclusive lock on it, so that bench.py processes
+    # sharing one GPU (scripts/gpu_check.py) compile at the same time but time their steps one at a time
+    timing_lock='',
     threads=0,  # torch threads in each measurement; 0 = torch's default
     # task=sample: one timed generate per measurement; names and meanings as in sample.py
     max_new_tokens=200,
@@ -62,27 +66,15 @@ BENCH_KEYS = dict(
 )
 PARENT_KEYS = ('variants', 'repeats', 'task', 'json_out')  # one value for the whole run, never per variant
 SPEED_KNOBS = ('kv_cache', 'attention', 'compile')  # change speed, must not change greedy output
-RESULT_TAG = 'BENCH_RESULT '  # marks the child's one JSON line on stdout
-
-
-def fail(msg):
-    raise SystemExit(f"error: {msg}")
 
 
 # ---- one measurement, in a child process ------------------------------------------------------
 
-def runtime(c):
-    """(device, device_type, dtype name, autocast context) exactly as train.py derives them."""
-    device = train.device_of(c)
-    dtype, autocast = train.precision(c, device)
-    return device, 'cuda' if device.startswith('cuda') else 'cpu', dtype, autocast
-
-
 def data_source(c):
     """(data dir, text vocab, synthetic?): random tokens when asked to or when there is no data."""
-    data_dir = train.data_dir_of(c)
+    data_dir = data_dir_of(c)
     synthetic = c['synthetic'] or not os.path.exists(os.path.join(data_dir, 'train.bin'))
-    return data_dir, train.text_vocab_size_of(data_dir), synthetic
+    return data_dir, text_vocab_size_of(data_dir), synthetic
 
 
 class Timer:
@@ -105,17 +97,6 @@ class Timer:
         self.cpu_ms = (time.process_time() - self.p0) * 1000
 
 
-def machine(device):
-    if device.startswith('cuda'):
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
-        if os.path.exists('/proc/cpuinfo'):
-            with open('/proc/cpuinfo') as f:
-                name = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), name)
-    return f"{name}; torch {torch.__version__}; {torch.get_num_threads()} threads"
-
-
 def peak_memory(device):
     """(bytes, what was measured): CUDA's allocator peak, or on CPU the whole process's peak RSS."""
     if device.startswith('cuda'):
@@ -123,65 +104,57 @@ def peak_memory(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'peak RSS of the whole process (ru_maxrss)'
 
 
-def measure_train(c, exclusive=nullcontext()):
-    """One measurement of config c's training step; the timed steps run inside `exclusive`."""
-    device, device_type, dtype, autocast = runtime(c)
-    data_dir, text_vocab, synthetic = data_source(c)
-    mode = Mode(c, text_vocab, train.records_of(data_dir))
-    torch.manual_seed(c['seed'])
-    model = train.new_model(c, mode).to(device)
-    train.set_attention(model, c)
-    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-    optimizer = model.configure_optimizers(c['weight_decay'], c['learning_rate'], (c['beta1'], c['beta2']), device_type)
-    step_model = torch.compile(model, dynamic=False) if c['compile'] else model
-    accum = c['gradient_accumulation_steps']
+@contextmanager
+def exclusive(lock_path):
+    """Hold an exclusive lock on lock_path (nothing when it is '')."""
+    if not lock_path:
+        yield
+        return
+    with open(lock_path, 'w') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
-    def batches(it):
-        """Lazily, like train.py: each micro-batch is made just before its forward pass."""
-        for micro in range(accum):
-            if not synthetic:
-                yield train.train_batch(c, mode, data_dir, it, micro, model)
-            else:  # train.train_batch with random text in place of get_chunk
-                gen = train.micro_batch_generator(c['seed'], it, micro)
-                chunk = torch.randint(text_vocab, (c['batch_size'], c['block_size'] + 1), generator=gen)
-                yield model.prepare(**mode.train_batch(chunk, mode.train_counts(c['block_size'], gen)))
 
+def measure_train(c):
+    """One measurement of config c's training step: train.py's set-up and step (training.set_up,
+    training.train_step), micro-batches made just before their forward pass as there."""
+    run = set_up(c, synthetic=data_source(c)[2])
     step_ms, step_cpu_ms, nonfinite, losses = [], [], 0, []
 
     def step(it):
-        for group in optimizer.param_groups:
-            group['lr'] = train.lr_at(it, c)
-        with Timer(device) as t:
-            loss, finite, _ = train.train_step(step_model, optimizer, scaler, batches(it), accum, autocast,
-                                               c['grad_clip'], False)
+        run.iter_num = it
+        with Timer(run.device) as t:
+            loss, finite, _ = train_step(run)
         losses.append(loss.item())  # outside the timer: the step itself syncs once, this is a second
         return t, finite
 
     for it in range(c['bench_warmup']):
         step(it)
-    with exclusive:  # e.g. a lock, so that processes sharing a GPU time their steps one at a time
+    with exclusive(c['timing_lock']):
         for it in range(c['bench_warmup'], c['bench_warmup'] + c['bench_iters']):
             t, finite = step(it)
             step_ms.append(t.ms)
             step_cpu_ms.append(t.cpu_ms)
             nonfinite += not finite  # a skipped update is faster: the report flags it
-    mem, mem_kind = peak_memory(device)
+    mem, mem_kind = peak_memory(run.device)
     return dict(step_ms=step_ms, step_cpu_ms=step_cpu_ms, ms=statistics.median(step_ms), losses=losses,
                 cpu_ms=statistics.median(step_cpu_ms), nonfinite=nonfinite, peak_mem=mem, mem_kind=mem_kind,
-                text_per_iter=accum * c['batch_size'] * c['block_size'],
-                slots_per_text=mode.slots_per_text_token(c['block_size']),
-                flops_per_text=mode.flops_per_text_token(model, c['block_size']),
-                peak_flops=train.peak_flops_for(device, c['peak_flops']),
-                params=model.get_num_params(), synthetic=synthetic, text_vocab=text_vocab,
-                device=device, dtype=dtype, machine=machine(device))
+                text_per_iter=run.text_per_iter, slots_per_text=run.mode.slots_per_text_token(c['block_size']),
+                flops_per_text=run.flops_per_text_token, peak_flops=peak_flops_for(run.device, c['peak_flops']),
+                params=run.model.get_num_params(), synthetic=run.synthetic, text_vocab=run.mode.text_vocab_size,
+                device=run.device, dtype=run.dtype, machine=machine(run.device))
 
 
 def measure_sample(c, greedy):
-    device, _, dtype, autocast = runtime(c)
-    data_dir, text_vocab, _ = data_source(c)
-    mode = Mode(c, text_vocab, train.records_of(data_dir))
+    device = device_of(c)
+    dtype, autocast = precision(c, device)
+    mode = mode_of(c)
+    text_vocab = mode.text_vocab_size
     torch.manual_seed(c['seed'])  # the same weights and prompt in every variant of the same shape
-    model = train.new_model(c, mode).to(device).eval()
+    model = new_model(c, mode).to(device).eval()
     gen = torch.Generator(device=device).manual_seed(c['seed'])
     prompt = torch.randint(text_vocab, (c['num_samples'], c['prompt_len']), generator=gen, device=device)
 
@@ -208,8 +181,7 @@ def child_main(payload):
     c = payload['config']
     if c['threads']:
         torch.set_num_threads(c['threads'])
-    result = measure_train(c) if c['task'] == 'train' else measure_sample(c, payload['greedy'])
-    print(RESULT_TAG + json.dumps(result), flush=True)
+    emit_result(measure_train(c) if c['task'] == 'train' else measure_sample(c, payload['greedy']))
 
 
 # ---- the parent: variants, scheduling, report -------------------------------------------------
@@ -224,29 +196,17 @@ def parse_variants(c):
                 fail(f"variant {spec!r} sets {o[2:]!r}: {', '.join(PARENT_KEYS)} apply to the whole run")
         cfg = configure(c, overrides)
         try:  # a bad setting fails here in one line, not in every child
-            train.check_config(cfg)
-            data_dir, text_vocab, synthetic = data_source(cfg)
-            Mode(cfg, text_vocab, train.records_of(data_dir))
+            check_config(cfg)
+            data_dir, _, synthetic = data_source(cfg)
+            mode_of(cfg)
             check_sampling(cfg['temperature'], cfg['top_k'])
-            make_attention(cfg['attention'], train.device_of(cfg), cfg['dropout'], cfg['n_head'])
+            make_attention(cfg['attention'], device_of(cfg), cfg['dropout'], cfg['n_head'])
         except ValueError as e:
             fail(f"{spec or 'the config'}: {e}")
         if not synthetic:
-            train.check_data(data_dir, cfg['block_size'])
-        train.device_of(cfg)
+            check_data(data_dir, cfg['block_size'])
         out.append((spec or '(config)', overrides, cfg))
     return out
-
-
-def run_child(config, greedy):
-    """One measurement in a fresh interpreter: (result dict, None) or (None, error text)."""
-    payload = json.dumps(dict(config=config, greedy=greedy))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), f'--_child={payload}'],
-                          capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
-    if proc.returncode != 0 or not lines:
-        return None, f"exit code {proc.returncode}; stderr tail:\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len(RESULT_TAG):]), None
 
 
 def summarize(task, runs, baseline):
@@ -315,7 +275,7 @@ def report(c, variants, errors, summaries, verdict, command, load, info):
         print(f"peak memory: {info['mem_kind']}, max over repeats")
     print(f"command: {command}")
     if info and train_task:
-        data = 'synthetic random tokens' if info['synthetic'] else train.data_dir_of(c)
+        data = 'synthetic random tokens' if info['synthetic'] else data_dir_of(c)
         print(f"train: {info['params'] / 1e6:.2f}M params, batch {c['batch_size']} x block {c['block_size']} x "
               f"accum {c['gradient_accumulation_steps']}, vocab {info['text_vocab']}, data: {data}, "
               f"compile={c['compile']}; {c['repeats']} repeats x {c['bench_iters']} timed steps "
@@ -328,11 +288,11 @@ def report(c, variants, errors, summaries, verdict, command, load, info):
     cols = ['variant', f'{unit} median', 'min', 'max', 'vs baseline', 'text tok/s']
     cols += ['slot tok/s', 'peak mem', 'MFU', 'FLOPs/text tok vs baseline'] if train_task else ['peak mem', 'greedy identical']
     cols += [f'CPU-time {unit}', 'CPU-time vs baseline']
-    print('\n| ' + ' | '.join(cols) + ' |\n|' + '---|' * len(cols))
+    rows = []
     for i, (name, _, _) in enumerate(variants):
         s = summaries[i]
         if s is None:
-            print(f"| {name} | FAILED |" + ' |' * (len(cols) - 2))
+            rows.append([name, 'FAILED'] + [''] * (len(cols) - 2))
             continue
         cells = [name, f"{s['ms_median']:.2f}", f"{s['ms_min']:.2f}", f"{s['ms_max']:.2f}", fmt_ratio(s['ratio']),
                  f"{s['text_tps']:,.0f}"]
@@ -341,8 +301,8 @@ def report(c, variants, errors, summaries, verdict, command, load, info):
                       f"{100 * s['mfu']:.1f}%" if s['mfu'] is not None else 'n/a', fmt_ratio(s['flops_ratio'])]
         else:
             cells += [fmt_mem(s['peak_mem_max']), verdict.get(i, '-')]
-        cells += [f"{s['cpu_ms_median']:.2f}", fmt_ratio(s['cpu_ratio'])]
-        print('| ' + ' | '.join(cells) + ' |')
+        rows.append(cells + [f"{s['cpu_ms_median']:.2f}", fmt_ratio(s['cpu_ratio'])])
+    print('\n' + '\n'.join(table(cols, rows)))
     for i, (name, _, _) in enumerate(variants):
         if summaries[i] and summaries[i].get('nonfinite_steps'):
             print(f"warning: {name}: {summaries[i]['nonfinite_steps']} timed steps had a non-finite loss "
@@ -353,7 +313,7 @@ def report(c, variants, errors, summaries, verdict, command, load, info):
 
 def main(argv):
     command = ' '.join(shlex.quote(a) for a in ['python', sys.argv[0], *argv])
-    c = configure({**train.DEFAULTS, **BENCH_KEYS}, argv)
+    c = configure({**DEFAULTS, **BENCH_KEYS}, argv)
     if c['task'] not in ('train', 'sample'):
         fail(f"task={c['task']!r} must be 'train' or 'sample'")
     if c['repeats'] < 1 or c['bench_iters'] < 1 or c['bench_warmup'] < 0 or c['max_new_tokens'] < 1:
@@ -371,7 +331,8 @@ def main(argv):
             name, _, cfg = variants[i]
             if errors[i]:
                 continue  # it crashed once; the same config would crash again
-            result, err = run_child(cfg, greedy=rep == 0 and i in greedy_needed)
+            payload = json.dumps(dict(config=cfg, greedy=rep == 0 and i in greedy_needed))
+            result, err = run_child([os.path.abspath(__file__), f'--_child={payload}'])
             if err:
                 errors[i].append(err)
                 print(f"[{name}] repeat {rep + 1}: CRASHED", flush=True)

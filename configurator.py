@@ -15,14 +15,15 @@ import difflib
 import sys
 
 
-def _fail(msg):
+def fail(msg):
+    """Stop with the one-line error every script of this repo gives for bad input."""
     raise SystemExit(f"error: {msg}")
 
 
 def _unknown(key, defaults):
     close = difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.5)
     hint = f" (closest: {', '.join(close)})" if close else ""
-    _fail(f"unknown config key {key!r}{hint}")
+    fail(f"unknown config key {key!r}{hint}")
 
 
 def _coerce(key, value, default, raw=None):
@@ -46,7 +47,7 @@ def _coerce(key, value, default, raw=None):
     elif isinstance(value, type(default)):
         return value
     shown = raw if raw is not None else repr(value)
-    _fail(f"config key {key!r} expects {type(default).__name__} (like {default!r}), got {shown}")
+    fail(f"config key {key!r} expects {type(default).__name__} (like {default!r}), got {shown}")
 
 
 def configure(defaults, argv=None):
@@ -60,12 +61,12 @@ def configure(defaults, argv=None):
                 with open(arg) as f:
                     source = f.read()
             except OSError:
-                _fail(f"config file {arg!r} not found (arguments are config files or --key=value)")
+                fail(f"config file {arg!r} not found (arguments are config files or --key=value)")
             namespace = {'__file__': arg}  # lets a config exec a base config next to it
             try:
                 exec(compile(source, arg, 'exec'), namespace)
             except Exception as e:  # a syntax error, a base config that is missing, ...
-                _fail(f"config file {arg!r} failed: {type(e).__name__}: {e}")
+                fail(f"config file {arg!r} failed: {type(e).__name__}: {e}")
             for key, value in namespace.items():
                 if key.startswith('_') or callable(value) or type(value).__name__ == 'module':
                     continue
@@ -74,7 +75,7 @@ def configure(defaults, argv=None):
                 config[key] = _coerce(key, value, defaults[key])
         else:
             if '=' not in arg:
-                _fail(f"override {arg!r} needs a value: --key=value")
+                fail(f"override {arg!r} needs a value: --key=value")
             key, raw = arg[2:].split('=', 1)  # values may themselves contain '='
             if key not in defaults:
                 _unknown(key, defaults)

@@ -48,7 +48,7 @@ class Linear(nn.Linear):
     """
     nn.Linear, except for inference on a few rows on the CPU (decoding), which computes y^T = W x^T
     with at least two columns: decoding is bound by reading W, which MKL's kernels for x W^T on 1-8
-    rows do on one thread, and W x^T with every thread (README: Sampling). A single row is doubled
+    rows do on one thread, and W x^T with every thread (docs/design.md: Sampling). A single row is doubled
     (the extra column is free). Training and GPUs use F.linear unchanged.
     """
 

@@ -23,14 +23,14 @@ batch (attention.py: per-slot vectors and rules, from which each backend derives
 from collections import OrderedDict, namedtuple
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch.nn import functional as F
 
-from attention import KVCache, Rule, Visibility
+from attention import Rule, Visibility
+from kv_cache import KVCache
 
-MODES = ('standard', 'pause', 'reflection', 'reasoning')
 TEXT, PAUSE, REFLECT, REASON = 0, 1, 2, 3
 NUM_SPECIAL_TOKENS = 2  # <pause>, <reflect>: ids text_vocab_size and text_vocab_size + 1, in every mode
 
@@ -46,6 +46,47 @@ Records = namedtuple('Records', 'record_len prompt_len answer_len')
 
 def special_token_ids(text_vocab_size):
     return {'<pause>': text_vocab_size, '<reflect>': text_vocab_size + 1}
+
+
+def _reflection_rules(cfg):
+    # a hidden reflection slot is seen only by the later reflection slots of its own step
+    return (Rule(REFLECT, 1),) if cfg['reflect_hidden'] else ()
+
+
+def _reasoning_rules(cfg):
+    # step t's reasoning slots are out of reach of (or pass no gradient to) steps t+1 .. t+K
+    if cfg['num_reason_tokens'] > 0 and cfg['reason_delay'] > 0:
+        return (Rule(REASON, 1, cfg['reason_delay'], stopgrad=cfg['reason_stopgrad']),)
+    return ()
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """Everything that sets one mode apart from the others (a row of MODE_SPECS)."""
+    extra_kind: int  # the kind of the extra slots after a text token (TEXT: the mode has none)
+    extra_token: Optional[str]  # the special token the extras carry; None: their step's text token again
+    repeat_key: Optional[str]  # a config key that, when True, makes the extras carry the text token instead
+    predicts: str  # which slots of step t predict x_{t+1}: 'all', the 'last' (its next input is x_{t+1}), 'text'
+    own_positions: bool  # extras take positions of their own (else they share their text token's)
+    rate_key: Optional[str]  # training: extras inserted at random, this config key's rate per text token
+    every_key: Optional[str]  # training and inference: this config key's count of extras after every token
+    knob: Optional[str]  # the inference knob (sample.py) for the number of extras
+    knob_after: Optional[str]  # where inference puts them: after the 'prompt', or after every 'token'
+    eval_clean: bool  # evaluation also reports the layout without extras ('val_clean')
+    rules: Callable = lambda cfg: ()  # attention rules (attention.Rule) on top of causal attention
+
+
+MODE_SPECS = {
+    'standard': ModeSpec(TEXT, None, None, 'all', True, None, None, None, None, False),
+    'pause': ModeSpec(PAUSE, '<pause>', None, 'last', True, 'pause_rate', None, 'num_pause_tokens', 'prompt', True),
+    'reflection': ModeSpec(REFLECT, '<reflect>', 'reflect_repeat', 'all', True, 'reflect_rate', None,
+                           'num_reflect_tokens', 'token', True, _reflection_rules),
+    'reasoning': ModeSpec(REASON, None, None, 'text', False, None, 'num_reason_tokens', 'num_reason_tokens',
+                          'token', False, _reasoning_rules),
+}
+MODES = tuple(MODE_SPECS)
+# sample.py's inference knobs and their defaults; -1: the checkpoint's own (its pause finetuning M, its N)
+INFERENCE_KNOBS = {'num_reason_tokens': -1, 'num_pause_tokens': -1, 'num_reflect_tokens': 1}
 
 
 @dataclass
@@ -94,47 +135,37 @@ class Mode:
 
     def __init__(self, config, text_vocab_size, records=None):
         self.name = config['mode']
-        if self.name not in MODES:
+        if self.name not in MODE_SPECS:
             raise ValueError(f"mode={self.name!r} is not one of {', '.join(MODES)}")
+        self.spec = spec = MODE_SPECS[self.name]
         self.cfg = {k: config[k] for k in LAYOUT_KEYS}
         self.num_pause_tokens = int(self.cfg['num_pause_tokens'])
         self.num_reflect_tokens = int(config.get('num_reflect_tokens', 1))
         self.text_vocab_size = text_vocab_size
-        ids = special_token_ids(text_vocab_size)
-        self.extra_kind = {'standard': TEXT, 'pause': PAUSE, 'reflection': REFLECT, 'reasoning': REASON}[self.name]
-        if self.name == 'pause':
-            self.extra_id = ids['<pause>']
-        elif self.name == 'reflection' and not self.cfg['reflect_repeat']:
-            self.extra_id = ids['<reflect>']
-        else:
-            self.extra_id = -1  # extras carry their step's text token
-        self.rate = {'pause': self.cfg['pause_rate'], 'reflection': self.cfg['reflect_rate']}.get(self.name, 0.0)
+        repeat = spec.repeat_key is not None and self.cfg[spec.repeat_key]
+        # -1: the extras carry their step's text token
+        self.extra_id = -1 if spec.extra_token is None or repeat else special_token_ids(text_vocab_size)[spec.extra_token]
+        self.rate = self.cfg[spec.rate_key] if spec.rate_key else 0.0
         if not 0.0 <= self.rate:
             raise ValueError(f"insertion rate must be >= 0, got {self.rate}")
-        self.num_reason = self.cfg['num_reason_tokens'] if self.name == 'reasoning' else 0
+        self.num_reason = self.cfg[spec.every_key] if spec.every_key else 0  # extras after every text token
         if self.num_reason < 0 or self.cfg['reason_delay'] < 0:
             raise ValueError("num_reason_tokens and reason_delay must be >= 0")
         # A dataset of records is read in whole records (sequences start at a prompt, as at
-        # inference). answer_only puts the loss on answers only, and in pause mode then puts
-        # num_pause_tokens pauses after every prompt (pause finetuning) instead of at random.
+        # inference). answer_only puts the loss on answers only, and in a mode whose inference puts
+        # extras after the prompt (pause) then puts num_pause_tokens of them after every prompt
+        # (pause finetuning) instead of at random.
         self.records = records
         self.answer_only = self.cfg['answer_only']
         if self.answer_only and records is None:
             raise ValueError("answer_only=True needs a dataset of prompt/answer records "
                              "(meta.pkl with record_len, prompt_len, answer_len), e.g. data/arithmetic")
-        self.pauses_after_prompts = self.name == 'pause' and self.answer_only
-        self.rules = self._rules()
+        self.pauses_after_prompts = spec.knob_after == 'prompt' and self.answer_only
+        # extras per prompt or per token when generating: the value of the mode's inference knob
+        self.num_at_inference = {None: 0, 'num_pause_tokens': self.num_pause_tokens, 'num_reason_tokens': self.num_reason,
+                                 'num_reflect_tokens': self.num_reflect_tokens}[spec.knob]
+        self.rules = spec.rules(self.cfg)
         self._layouts = OrderedDict()
-
-    def _rules(self):
-        """The mode's attention rules (attention.Rule) on top of causal attention; () = plain causal."""
-        if self.name == 'reasoning' and self.num_reason > 0 and self.cfg['reason_delay'] > 0:
-            # step t's reasoning slots are out of reach of (or pass no gradient to) steps t+1 .. t+K
-            return (Rule(REASON, 1, self.cfg['reason_delay'], stopgrad=self.cfg['reason_stopgrad']),)
-        if self.name == 'reflection' and self.cfg['reflect_hidden']:
-            # a reflection slot is seen only by the later reflection slots of its own step
-            return (Rule(REFLECT, 1),)
-        return ()
 
     # ---- how many extras follow each text token -------------------------------------------
 
@@ -151,7 +182,7 @@ class Mode:
 
     def train_counts(self, block_size, generator):
         """(T,) extras per text token for one training batch."""
-        if self.name == 'reasoning':
+        if self.spec.every_key:
             return torch.full((block_size,), self.num_reason, dtype=torch.long)
         counts = torch.zeros(block_size, dtype=torch.long)
         if self.pauses_after_prompts:  # chunks start at a record: every prompt's '=' is at the same offset
@@ -171,7 +202,7 @@ class Mode:
 
     def eval_variants(self, block_size):
         """{name: counts generator} for evaluation; insertion modes also report clean text."""
-        if self.name in ('pause', 'reflection') and not self.pauses_after_prompts and self.num_inserted(block_size) > 0:
+        if self.spec.eval_clean and not self.pauses_after_prompts and self.num_inserted(block_size) > 0:
             return {'': self.train_counts, 'clean': lambda T, g: torch.zeros(T, dtype=torch.long)}
         return {'': self.train_counts}
 
@@ -179,18 +210,16 @@ class Mode:
         """Extras per text token when generating: pauses after the prompt, N reflections or
         reasoning slots after every token."""
         counts = torch.zeros(n_text, dtype=torch.long)
-        if self.name == 'pause':
+        if self.spec.knob_after == 'prompt':
             if 0 < n_prompt <= n_text:
-                counts[n_prompt - 1] = self.num_pause_tokens
-        elif self.name == 'reflection':
-            counts[:] = self.num_reflect_tokens
-        elif self.name == 'reasoning':
-            counts[:] = self.num_reason
+                counts[n_prompt - 1] = self.num_at_inference
+        elif self.spec.knob_after == 'token':
+            counts[:] = self.num_at_inference
         return counts
 
     def n_positions(self, block_size):
         """Rows of the position table a model needs for training layouts of block_size text tokens."""
-        if self.name == 'reasoning':
+        if not self.spec.own_positions:
             return block_size
         return block_size + self.num_inserted(block_size)
 
@@ -223,20 +252,20 @@ class Mode:
         first = torch.cumsum(per_step, 0) - per_step  # (T,) slot of each text token
         sub = torch.arange(L) - first[step]  # (L,) 0 for the text slot, 1.. for its extras
         is_text = sub == 0
-        kind = torch.where(is_text, TEXT, self.extra_kind)
+        kind = torch.where(is_text, TEXT, self.spec.extra_kind)
         special = torch.where(is_text | (self.extra_id < 0), -1, self.extra_id)
         last = sub == counts[step]  # the last slot of each step
-        if self.name == 'pause':  # predict x_{t+1} only where the next input is x_{t+1}
+        if self.spec.predicts == 'last':  # predict x_{t+1} only where the next input is x_{t+1}
             has_tgt, eval_slots = last, first + counts
-        elif self.name == 'reasoning':  # only text slots predict
+        elif self.spec.predicts == 'text':
             has_tgt, eval_slots = is_text, first
-        else:  # standard, reflection: every slot of step t predicts x_{t+1}
+        else:  # every slot of step t predicts x_{t+1}
             has_tgt, eval_slots = torch.ones(L, dtype=torch.bool), first + counts
         tgt = torch.where(has_tgt, step + 1, -1)
-        if self.name == 'reasoning':
-            pos, slot = step.clone(), (sub if self.num_reason > 0 else None)
-        else:
+        if self.spec.own_positions:
             pos, slot = torch.arange(L), None
+        else:  # extras share their text token's position and tell themselves apart by slot embeddings
+            pos, slot = step.clone(), (sub if self.num_reason > 0 else None)
         vis = self.visibility(kind, step)
         if vis is not None and vis.read is not None:  # the model computes only these slots' outputs
             assert torch.equal(vis.read, eval_slots) and torch.equal(vis.read, has_tgt.nonzero().squeeze(1))
@@ -246,8 +275,8 @@ class Mode:
     def visibility(self, kind, step, q_start=0, q_end=None):
         """
         The Visibility of the queries q_start..q_end over the keys 0..q_end, or None when the rules
-        remove nothing there (plain causal). In reasoning layouts only text slots are ever predicted
-        from, so it names them as `read` and the model's last block computes only those.
+        remove nothing there (plain causal). Where only text slots are ever predicted from (reasoning),
+        it names them as `read` and the model's last block computes only those.
         """
         q_end = kind.numel() if q_end is None else q_end
         kind, step = kind[:q_end], step[:q_end]
@@ -255,7 +284,7 @@ class Mode:
         last = step[-1] if q_end else 0
         if not any(bool(((kind == r.key_kind) & (step + r.min_gap <= last)).any()) for r in self.rules):
             return None
-        read = (kind[q_start:] == TEXT).nonzero().squeeze(1) if self.name == 'reasoning' else None
+        read = (kind[q_start:] == TEXT).nonzero().squeeze(1) if self.spec.predicts == 'text' else None
         q_slots = None if q_start == 0 else torch.arange(q_start, q_end)
         return Visibility(kind, step, self.rules, q_slots=q_slots, read=read)
 
@@ -302,6 +331,34 @@ class Mode:
         n_pred = len(lay) if lay.loss_slots is None else lay.loss_slots.numel()
         read = None if lay.vis is None or lay.vis.read is None else (lay.vis.read.numel(), lay.read_pairs)
         return model.flops_per_layout(lay.attended_pairs, len(lay), n_pred, read) / block_size
+
+
+def inference_mode(config, text_vocab, n_positions, knobs):
+    """The Mode a checkpoint trained with `config` generates with, the inference knobs (any of
+    INFERENCE_KNOBS; missing ones at their defaults) applied; a ValueError for values it cannot use."""
+    name, spec = config['mode'], MODE_SPECS[config['mode']]
+    knobs = {**INFERENCE_KNOBS, **knobs}
+    trained_n = config['num_reason_tokens'] if spec.every_key == 'num_reason_tokens' else 0
+    n = trained_n if knobs['num_reason_tokens'] == -1 else knobs['num_reason_tokens']
+    if not 0 <= n <= trained_n:
+        raise ValueError(f"num_reason_tokens={n} must be in 0..{trained_n}: the checkpoint was trained "
+                         f"with {trained_n} reasoning tokens (mode {name})")
+    pauses = config['num_pause_tokens'] if knobs['num_pause_tokens'] == -1 else knobs['num_pause_tokens']
+    reflections = knobs['num_reflect_tokens']
+    # a knob of another mode would be silently ignored: say so instead
+    for knob, value, idle in (('num_pause_tokens', pauses, 0), ('num_reflect_tokens', reflections, 1)):
+        if value != idle and spec.knob != knob:
+            owner = next(m for m, s in MODE_SPECS.items() if s.knob == knob)
+            raise ValueError(f"{knob} applies to {owner}-mode checkpoints, this one is mode {name}")
+    if pauses < 0 or reflections < 0:
+        raise ValueError("num_pause_tokens and num_reflect_tokens must be >= 0")
+    # the layout of one text token (plus the pauses) must fit the position table
+    if pauses + 1 > n_positions or reflections + 1 > n_positions:
+        raise ValueError(f"the model has {n_positions} positions: too few for that many thinking tokens")
+    layout = {k: config[k] for k in LAYOUT_KEYS}
+    # answer_only shapes training batches only; generation builds its layout from the knobs here
+    return Mode({**layout, 'answer_only': False, 'num_reason_tokens': n, 'num_pause_tokens': pauses,
+                 'num_reflect_tokens': reflections}, text_vocab)
 
 
 def check_sampling(temperature, top_k):

@@ -1,33 +1,32 @@
 """
 The GPU check: one command that proves the CUDA training path and measures it, and writes GPU.md.
 
-    python scripts/gpu_check.py             # on a CUDA machine: about 8 minutes on one H100/H200
+    python scripts/gpu_check.py             # on a CUDA machine
     python scripts/gpu_check.py --dry-run   # the same steps on the CPU at tiny shapes (minutes)
 
 It needs torch, numpy and pytest, and no network (the training data is made here), and runs:
   1. the CUDA tests: FlexAttention against dense masks, forward and backward, every mode and
      variant, fp32 and bf16, and a compiled step free of graph breaks and recompilations
      (pytest tests/test_attention.py -k cuda);
-  2. per variant one process, at the GPT-2 124M shape in bf16: a compiled training run whose losses
-     must be finite and falling, timed as bench.py times (its measure_train: ms/iter, text tok/s,
-     MFU, peak memory, FLOPs), then the same model's first steps eagerly, whose losses must agree
-     with the compiled ones within bf16 tolerance. Processes overlap their compilation (--jobs) and
-     take turns for the timed steps (a file lock), so every timing has the GPU to itself;
+  2. per variant one bench.py process, at the GPT-2 124M shape in bf16: a compiled training run
+     whose losses must be finite and falling (ms/iter, text tok/s, MFU, peak memory, FLOPs), then
+     the same model's first steps eagerly, whose losses must agree with the compiled ones within
+     bf16 tolerance. Processes overlap their compilation (--jobs) and take turns for the timed
+     steps (bench.py's timing_lock), so every timing has the GPU to itself;
   3. sampling at 124M with bench.py: KV cache on vs off (speed, identical greedy output), and
      reasoning N=1 against standard per generated token;
   4. torchrun --nproc_per_node=1 with NCCL: SIGTERM mid-run, resume, and the loss sequence against
      an uninterrupted run's.
-The dry run skips what needs CUDA (the CUDA tests skip themselves, torchrun uses gloo) and so
-checks the script itself before a GPU is at hand. Exit code 1 if any check fails.
+The dry run skips what needs CUDA (the CUDA tests skip themselves, torchrun uses gloo, compiled
+graphs run eagerly) and so checks the script before a GPU is at hand. The results go to
+<workdir>/gpu_check.json and GPU.md is rendered from it (reporting.gpu_report). Exit code 1 if any
+check fails.
 """
 
 import argparse
-import fcntl
 import glob
 import json
 import os
-import pickle
-import platform
 import re
 import shlex
 import shutil
@@ -37,9 +36,13 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+import reporting  # noqa: E402
+from dataset import make_data  # noqa: E402
+from grids import override_arg, slug  # noqa: E402
 
 VARIANTS = [  # (name, overrides, sequences per micro-batch as a fraction of --batch_size)
     ('standard', dict(mode='standard'), 1),
@@ -64,102 +67,51 @@ def sizes(dry):
     return dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, device='cuda', dtype='bfloat16', learning_rate=6e-4)
 
 
-def make_data(folder, vocab=50257, subset=4096, tokens=2_000_000, seed=0):
-    """train.bin / val.bin of token ids that a model can learn within a few steps: each token of a
-    random `subset` of the vocab has one successor, taken 90% of the time (else a random one). A
-    vocab other than GPT-2's is written to meta.pkl."""
-    os.makedirs(folder, exist_ok=True)
-    if vocab != 50257:
-        with open(os.path.join(folder, 'meta.pkl'), 'wb') as f:
-            pickle.dump({'vocab_size': vocab}, f)
-    rng = np.random.default_rng(seed)
-    ids = rng.choice(vocab, subset, replace=False)
-    successor = rng.permutation(subset)
-    noise = rng.random(tokens) < 0.1
-    random_next = rng.integers(subset, size=tokens)
-    seq = np.empty(tokens, dtype=np.int64)
-    x = 0
-    for i in range(tokens):
-        x = random_next[i] if noise[i] else successor[x]
-        seq[i] = x
-    data = ids[seq].astype(np.uint16)
-    split = int(0.9 * tokens)
-    data[:split].tofile(os.path.join(folder, 'train.bin'))
-    data[split:].tofile(os.path.join(folder, 'val.bin'))
+# ---- training: one bench.py process per variant ----------------------------------------------
 
-
-# ---- one variant, in its own process ---------------------------------------------------------
-
-class FileLock:
-    def __init__(self, path):
-        self.path = path
-
-    def __enter__(self):
-        self.f = open(self.path, 'w')
-        fcntl.flock(self.f, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.f, fcntl.LOCK_UN)
-        self.f.close()
-
-
-def variant_child(payload):
-    """Compiled run (timed under the lock), then the first steps eagerly: a JSON line on stdout."""
-    import bench
-    import torch
-    c = payload['config']
-    if c['device'] == 'cpu':  # the dry run: graph capture only (inductor's code generation takes minutes on 2 cores)
-        compile_fn = torch.compile
-        torch.compile = lambda model, **kw: compile_fn(model, backend='eager', **kw)
-    compiled = bench.measure_train(dict(c, compile=True), exclusive=FileLock(payload['lock']))
-    if c['device'].startswith('cuda'):
-        torch.cuda.empty_cache()
-    eager = bench.measure_train(dict(c, compile=False, bench_warmup=0, bench_iters=EAGER_STEPS))
-    print('GPU_CHECK ' + json.dumps(dict(compiled=compiled, eager_losses=eager['losses'])), flush=True)
-
-
-def variant_config(args, overrides, share):
-    import bench
-    import train
-    c = {**train.DEFAULTS, **bench.BENCH_KEYS, **sizes(args.dry_run), **overrides}
-    c.update(data_dir=args.data_dir, batch_size=max(1, args.batch_size // share),
-             gradient_accumulation_steps=args.accum * share, bias=False, warmup_iters=5,
-             lr_decay_iters=1000, min_lr=6e-5, bench_warmup=args.warmup, bench_iters=args.steps - args.warmup)
-    train.check_config(c)
-    return c
+def variant_args(args, overrides, share):
+    """bench.py's arguments for one variant: the compiled run, then its first steps eagerly."""
+    c = {**sizes(args.dry_run), **overrides, 'data_dir': args.data_dir, 'batch_size': max(1, args.batch_size // share),
+         'gradient_accumulation_steps': args.accum * share, 'bias': False, 'warmup_iters': 5, 'lr_decay_iters': 1000,
+         'min_lr': 6e-5, 'bench_warmup': args.warmup, 'bench_iters': args.steps - args.warmup, 'repeats': 1,
+         'timing_lock': os.path.join(args.workdir, 'timing.lock'),
+         'variants': f'compile=True; compile=False,bench_warmup=0,bench_iters={EAGER_STEPS}'}
+    return ['bench.py', *(override_arg(k, v) for k, v in c.items())]
 
 
 def run_variants(args):
-    """{name: result or error} for every variant, --jobs processes at a time."""
-    lock = os.path.join(args.workdir, 'timing.lock')
-    pending = [(name, variant_config(args, ov, share)) for name, ov, share in VARIANTS]
-    running, results = [], {}
+    """{name: bench.py's JSON report, or {'error': ...}} for every variant, --jobs processes at a time."""
+    # the dry run: graph capture only (inductor's code generation takes minutes on 2 cores)
+    env = dict(os.environ, **({'TORCH_COMPILE_OVERRIDE_BACKENDS': '>=0:eager'} if args.dry_run else {}))
+    pending, running, results = list(VARIANTS), [], {}
     while pending or running:
         while pending and len(running) < args.jobs:
-            name, c = pending.pop(0)
-            payload = json.dumps(dict(config=c, lock=lock))
-            proc = subprocess.Popen([sys.executable, __file__, f'--_variant={payload}'], cwd=REPO, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            running.append((name, proc, time.time()))
+            name, overrides, share = pending.pop(0)
+            out = os.path.join(args.workdir, f'train-{slug(name)}.json')
+            proc = subprocess.Popen([sys.executable, *variant_args(args, overrides, share), f'--json_out={out}'],
+                                    cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            running.append((name, proc, out, time.time()))
         time.sleep(1)
         for item in [r for r in running if r[1].poll() is not None]:
-            name, proc, t0 = item
+            name, proc, out, t0 = item
             running.remove(item)
-            out, err = proc.communicate()
-            lines = [line for line in out.splitlines() if line.startswith('GPU_CHECK ')]
-            if proc.returncode or not lines:
-                results[name] = dict(error=f"exit {proc.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}",
-                                     stderr=err[-4000:])
+            stdout, err = proc.communicate()
+            if proc.returncode:  # bench.py's output ends with the crashed measurement's stderr
+                last = (stdout + err).strip().splitlines()[-1:]
+                results[name] = dict(error=f"exit {proc.returncode}: {last[0] if last else ''}")
             else:
-                results[name] = json.loads(lines[-1][len('GPU_CHECK '):])
+                with open(out) as f:
+                    results[name] = json.load(f)
             print(f"  {name}: {'FAILED' if 'error' in results[name] else 'done'} in {time.time() - t0:.0f} s", flush=True)
     return results
 
 
 def judge_variants(results, dry):
     """Rows for the table and failed checks."""
-    import bench
-    base = results.get('standard', {}).get('compiled')
+    def compiled(name):
+        return results[name]['variants'][0] if 'variants' in results.get(name, {}) else None
+    base = compiled('standard')
+    base_m = base['measurements'][0] if base else None
     rows, failed = [], []
     loss_tol = 1e-4 if dry else 0.05  # bf16 autocast: compiled and eager kernels round differently
     for name, _, _ in VARIANTS:
@@ -168,21 +120,19 @@ def judge_variants(results, dry):
             failed.append(f"{name}: {r['error']}")
             rows.append([name, 'FAILED: ' + r['error']] + [''] * 8)
             continue
-        m, eager = r['compiled'], r['eager_losses']
-        losses = m['losses']
+        m, s = compiled(name)['measurements'][0], compiled(name)['summary']
+        eager, losses = r['variants'][1]['measurements'][0]['losses'], m['losses']
         finite = all(np.isfinite(losses))
         falling = finite and np.mean(losses[-5:]) < losses[0] - (0.2 if dry else 1.0)
         diff = max(abs(a - b) for a, b in zip(eager, losses))
-        s = bench.summarize('train', [m], None)
-        ratio = m['ms'] / base['ms'] if base else None
-        flop_ratio = m['flops_per_text'] / base['flops_per_text'] if base else None
+        ratio = m['ms'] / base_m['ms'] if base_m else None
+        flop_ratio = m['flops_per_text'] / base_m['flops_per_text'] if base_m else None
         bar = RATIO_BAR.get(name, DEFAULT_RATIO_BAR)
-        ok_ratio = ratio is None or dry or ratio / flop_ratio <= bar
         if not finite or not falling:
             failed.append(f"{name}: losses not finite and falling ({losses[0]:.3f} -> {np.mean(losses[-5:]):.3f})")
         if diff > loss_tol:
             failed.append(f"{name}: compiled and eager losses differ by {diff:.4f} (> {loss_tol})")
-        if not ok_ratio:
+        if ratio is not None and not dry and ratio / flop_ratio > bar:
             failed.append(f"{name}: step-time ratio {ratio:.2f}x is over {bar}x its FLOP ratio {flop_ratio:.2f}x")
         if name == 'standard' and not dry and s['mfu'] is not None and s['mfu'] < MFU_BAR:
             failed.append(f"standard: MFU {100 * s['mfu']:.1f}% is under {100 * MFU_BAR:.0f}%")
@@ -196,13 +146,21 @@ def judge_variants(results, dry):
 
 # ---- the other steps --------------------------------------------------------------------------
 
-def cuda_tests():
+def cuda_tests(args):
     cmd = [sys.executable, '-m', 'pytest', '-q', '-rs', 'tests/test_attention.py', '-k', 'cuda', '-p', 'no:cacheprovider']
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     summary = next((line for line in reversed(proc.stdout.splitlines()) if re.search(r'\d+ (passed|failed|skipped)', line)),
                    proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else 'no output')
     failures = [line for line in proc.stdout.splitlines() if line.startswith('FAILED')]
-    return ' '.join(cmd[1:]), summary.strip('= '), failures, proc.returncode not in (0, 5) or bool(failures)
+    bad = proc.returncode not in (0, 5) or bool(failures)
+    return dict(cmd=' '.join(cmd[1:]), summary=summary.strip('= '), failures=failures), \
+        [f"CUDA tests: {summary.strip('= ')}"] if bad else []
+
+
+def training(args):
+    rows, failed = judge_variants(run_variants(args), args.dry_run)
+    return dict(shape=sizes(args.dry_run), steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
+                accum=args.accum, rows=rows), failed
 
 
 def sampling(args):
@@ -217,7 +175,7 @@ def sampling(args):
         [f'--{k}={v}' for k, v in shape.items() if k != 'learning_rate']
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode:
-        return ' '.join(cmd[1:]), [], [f"sampling: bench.py failed: {proc.stderr.strip()[-500:]}"]
+        return dict(cmd=' '.join(cmd[1:]), rows=[]), [f"sampling: bench.py failed: {proc.stderr.strip()[-500:]}"]
     with open(out) as f:
         report = json.load(f)
     rows, failed = [], []
@@ -227,7 +185,7 @@ def sampling(args):
         rows.append([v['name'], f"{s['ms_median']:.2f}", f"{s['ms_median'] / base:.2f}x", str(v['greedy_identical'])])
         if v['greedy_identical'] not in ('yes', None):
             failed.append(f"sampling {v['name']}: greedy output differs with the KV cache ({v['greedy_identical']})")
-    return ' '.join(cmd[1:]), rows, failed
+    return dict(cmd=' '.join(cmd[1:]), rows=rows), failed
 
 
 def losses(text):
@@ -262,95 +220,58 @@ def torchrun_resume(args):
     first = ''.join(seen)
     if 'stopped by SIGTERM' not in first or resumed.returncode or ref.returncode:
         why = (resumed.stderr or ref_err).strip().splitlines()[-1:] or ['no stop message']
-        return cmd, {}, [f"torchrun resume: {why[0]}"]
+        return dict(cmd=cmd), [f"torchrun resume: {why[0]}"]
     got, want = {**losses(first), **losses(resumed.stdout)}, losses(ref_out)
     stopped = max(losses(first))
     diff = max(abs(got[i] - want[i]) / max(abs(want[i]), 1e-8) for i in want)
     failed = [] if sorted(got) == sorted(want) and diff <= 1e-4 else \
         [f"torchrun resume: losses differ from the uninterrupted run (max relative {diff:.2e})"]
-    return cmd, dict(stopped=stopped, iters=len(got), diff=diff), failed
+    return dict(cmd=cmd, stopped=stopped, iters=len(got), diff=diff), failed
 
 
 # ---- the report -------------------------------------------------------------------------------
-
-def table(header, rows):
-    return '\n'.join(['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] +
-                     ['| ' + ' | '.join(r) + ' |' for r in rows])
-
-
-def machine(dry):
-    import torch
-    if dry:
-        return f"dry run on the CPU ({platform.processor() or platform.machine()}); torch {torch.__version__}"
-    return f"{torch.cuda.get_device_name()}; torch {torch.__version__}, CUDA {torch.version.cuda}"
-
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--dry-run', action='store_true', help='the same steps on the CPU at tiny shapes')
     p.add_argument('--report', default=os.path.join(REPO, 'GPU.md'), help='the markdown report to write')
-    p.add_argument('--workdir', default='/tmp/gpu_check', help='data, runs and the timing lock')
+    p.add_argument('--workdir', default='/tmp/gpu_check', help='data, runs, the timing lock and gpu_check.json')
     p.add_argument('--jobs', type=int, default=3, help='variant processes at a time (they compile in parallel)')
     p.add_argument('--batch_size', type=int, default=16, help='sequences per micro-batch (N=3: half)')
     p.add_argument('--accum', type=int, default=2, help='micro-batches per step (N=3: twice)')
     p.add_argument('--steps', type=int, default=30, help='training steps per variant')
     p.add_argument('--warmup', type=int, default=10, help='untimed steps first (compilation)')
-    p.add_argument('--_variant', help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args._variant:
-        return variant_child(json.loads(args._variant))
     if args.dry_run:
         args.batch_size, args.steps, args.warmup = min(args.batch_size, 4), min(args.steps, 12), min(args.warmup, 4)
-    else:
-        import torch
-        if not torch.cuda.is_available():
-            raise SystemExit("error: torch sees no CUDA GPU: run with --dry-run to check the script on the CPU")
-    command = ' '.join(shlex.quote(a) for a in ['python', 'scripts/gpu_check.py', *sys.argv[1:]])
+    elif not torch.cuda.is_available():
+        raise SystemExit("error: torch sees no CUDA GPU: run with --dry-run to check the script on the CPU")
     args.data_dir = os.path.join(args.workdir, 'data')
     for old in glob.glob(os.path.join(args.workdir, 'torchrun-*')):  # an earlier check's runs
         shutil.rmtree(old)
     os.makedirs(args.workdir, exist_ok=True)
     t0 = time.time()
     make_data(args.data_dir, **(dict(vocab=512, subset=256, tokens=200_000) if args.dry_run else {}))
-    failed, sections = [], []
+    r = dict(command=shlex.join(['python', 'scripts/gpu_check.py', *sys.argv[1:]]), date=time.strftime('%Y-%m-%d'),
+             eager_steps=EAGER_STEPS, dry_run=args.dry_run, failed=[],
+             machine=reporting.machine('cpu' if args.dry_run else 'cuda'))
 
-    print('1/4 CUDA tests', flush=True)
-    cmd, summary, failures, bad = cuda_tests()
-    failed += [f"CUDA tests: {summary}"] if bad else []
-    sections.append(f"## CUDA tests\n\n`python {cmd}`: {summary}\n" + ''.join(f"\n- {f}" for f in failures))
-
-    print(f'2/4 training, {len(VARIANTS)} variants', flush=True)
-    rows, bad = judge_variants(run_variants(args), args.dry_run)
-    failed += bad
-    c = variant_config(args, {}, 1)
-    sections.append(
-        f"## Training: compiled, {c['dtype']}, {c['n_layer']} layers x {c['n_embd']}, block {c['block_size']}\n\n"
-        f"{args.steps} steps per variant ({args.warmup} untimed), {args.batch_size} sequences x {args.accum} micro-batches "
-        f"per step (reasoning N=3: half the sequences, twice the micro-batches); ms/iter is the median timed step "
-        f"(bench.measure_train, the GPU to itself); losses: the first step -> the mean of the last 5; eager diff: the "
-        f"largest difference of the first {EAGER_STEPS} losses, eager against compiled.\n\n" +
-        table(['variant', 'loss', 'eager diff', 'ms/iter', 'text tok/s', 'MFU', 'peak mem', 'time ratio',
-               'FLOP ratio', 'time / FLOP ratio'], rows))
-
-    print('3/4 sampling', flush=True)
-    cmd, rows, bad = sampling(args)
-    failed += bad
-    sections.append(f"## Sampling\n\n`python {cmd}`\n\n" + table(['variant', 'ms/token', 'vs first', 'greedy identical'], rows))
-
-    print('4/4 torchrun SIGTERM and resume', flush=True)
-    cmd, r, bad = torchrun_resume(args)
-    failed += bad
-    sections.append(f"## torchrun: SIGTERM mid-run, resume\n\n`python {cmd}`\n\n" +
-                    (f"stopped after iter {r['stopped']}, resumed to {r['iters']} iterations; largest relative loss "
-                     f"difference to the uninterrupted run {r['diff']:.2e}" if r else 'failed'))
-
-    verdict = 'every check passed' if not failed else 'FAILED:\n' + '\n'.join(f'- {f}' for f in failed)
-    report = (f"# GPU check\n\nGenerated by `{command}` on {time.strftime('%Y-%m-%d')}, in {time.time() - t0:.0f} s.\n"
-              f"Machine: {machine(args.dry_run)}.\n\n{verdict}\n\n" + '\n\n'.join(sections) + '\n')
+    steps = {'cuda_tests': ('CUDA tests', cuda_tests), 'training': (f'training, {len(VARIANTS)} variants', training),
+             'sampling': ('sampling', sampling), 'torchrun': ('torchrun SIGTERM and resume', torchrun_resume)}
+    for k, (key, (what, step)) in enumerate(steps.items(), 1):
+        print(f'{k}/{len(steps)} {what}', flush=True)
+        r[key], failed = step(args)
+        r['failed'] += failed
+    r['seconds'] = time.time() - t0
+    path = os.path.join(args.workdir, 'gpu_check.json')
+    with open(path, 'w') as f:
+        json.dump(r, f, indent=1)
+    with open(path) as f:
+        report = reporting.gpu_report(json.load(f))
     with open(args.report, 'w') as f:
         f.write(report)
     print(report)
-    raise SystemExit(1 if failed else 0)
+    raise SystemExit(1 if r['failed'] else 0)
 
 
 if __name__ == '__main__':

@@ -13,7 +13,6 @@ Whole file: about 40 s on one thread.
 """
 
 import csv
-import importlib.util
 import json
 import os
 import shlex
@@ -23,18 +22,13 @@ import sys
 
 import pytest
 
+import grids
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=2, max_iters=4, lr_decay_iters=4,
             warmup_iters=1, eval_interval=2, eval_iters=2, log_interval=2, progress_bar=False)
 REF, EQUAL, BROKEN, DEPENDENT = 'reasoning N=1', 'standard, FLOPs of reasoning N=1', 'broken', 'finetune of broken'
-
-
-def load_ablate():
-    spec = importlib.util.spec_from_file_location('ablate', os.path.join(REPO, 'scripts', 'ablate.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_grid(path, out_root, common, variants):
@@ -131,11 +125,10 @@ def test_equal_flops_variant_trains_to_the_reference_flops(grid):
 
 
 def test_equal_flops_iters():
-    ablate_module = load_ablate()
     c = dict(max_iters=2000, lr_decay_iters=1800, gradient_accumulation_steps=1, batch_size=12, block_size=64)
-    assert ablate_module.equal_flops_iters(c, 10.3e6, c, 5.0e6) == (4120, 3708)
+    assert grids.equal_flops_iters(c, 10.3e6, c, 5.0e6) == (4120, 3708)
     # FLOPs per iteration count: twice the batch at the same FLOPs per token gets half the steps
-    assert ablate_module.equal_flops_iters(c, 5.0e6, {**c, 'batch_size': 24}, 5.0e6) == (1000, 900)
+    assert grids.equal_flops_iters(c, 5.0e6, {**c, 'batch_size': 24}, 5.0e6) == (1000, 900)
 
 
 def test_rerun_skips_finished_runs(grid):
@@ -171,21 +164,19 @@ def test_printed_command_reproduces_the_run(grid, tmp_path):
     ({'a': dict(seed=2)}, "error: 'a' sets 'seed': the runner sets it for every run"),
 ])
 def test_bad_grid_is_one_line_error(tmp_path, monkeypatch, variants, message):
-    ablate_module = load_ablate()
     monkeypatch.chdir(REPO)
     write_grid(tmp_path / 'grid.py', tmp_path / 'out', TINY, variants)
     with pytest.raises(SystemExit) as e:
-        ablate_module.plan(ablate_module.load_grid(str(tmp_path / 'grid.py')))
+        grids.plan(grids.load_grid(str(tmp_path / 'grid.py')))
     assert str(e.value).startswith(message) and '\n' not in str(e.value)
 
 
 def test_dependencies_run_first_with_their_out_dir(tmp_path, monkeypatch):
-    ablate_module = load_ablate()
     monkeypatch.chdir(REPO)
     variants = {'finetune': dict(mode='pause', init_from='{out[pretrain]}'), 'pretrain': dict(mode='standard')}
     write_grid(tmp_path / 'grid.py', tmp_path / 'out', TINY, variants)
-    grid = ablate_module.load_grid(str(tmp_path / 'grid.py'))
-    runs, _ = ablate_module.plan({**grid, 'seeds': [1, 2]})
+    grid = grids.load_grid(str(tmp_path / 'grid.py'))
+    runs, _ = grids.plan({**grid, 'seeds': [1, 2]})
     assert [(r.variant, r.seed) for r in runs] == [('pretrain', 1), ('finetune', 1), ('pretrain', 2), ('finetune', 2)]
     for run in runs[1::2]:
         assert run.deps == ['pretrain'] and run.init_from == str(tmp_path / 'out' / 'pretrain' / f'seed{run.seed}')

@@ -244,8 +244,8 @@ CONFIGS = sorted(glob.glob(os.path.join(REPO, 'config', '*.py')))
 
 @pytest.fixture(scope='module')
 def train_defaults():
-    train = pytest.importorskip('train')
-    return train.DEFAULTS
+    training = pytest.importorskip('training')
+    return training.DEFAULTS
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])

@@ -17,7 +17,9 @@ import pytest
 import torch
 
 import train
+from checkpoints import load_checkpoint
 from conftest import REPO, losses, run_together, write_char_data
+from model import GPT
 
 TINY = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
         '--dropout=0.1', '--gradient_accumulation_steps=1', '--eval_iters=2', '--log_interval=1', '--device=cpu', '--compile=False',
@@ -103,7 +105,7 @@ def test_kill_during_save_keeps_previous_checkpoint(data, tmp_path):
     for o, proc in zip(outs, procs):
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
         assert sha(o / 'ckpt.pt') == before
-        assert train.load_checkpoint(str(o / 'ckpt.pt'))['iter_num'] == 4
+        assert load_checkpoint(str(o / 'ckpt.pt'))['iter_num'] == 4
     # a killed save leaves its temp file behind (the next start removes it): at most one per run
     leftovers = [len(list(o.glob('ckpt.pt.tmp.*'))) for o in outs]
     assert max(leftovers) <= 1, leftovers
@@ -111,7 +113,7 @@ def test_kill_during_save_keeps_previous_checkpoint(data, tmp_path):
     proc = run(train_cmd(data, outs[-1], '--max_iters=8', '--eval_interval=4', '--init_from=resume'))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not list(outs[-1].glob('ckpt.pt.tmp.*'))
-    assert train.load_checkpoint(str(outs[-1] / 'ckpt.pt'))['iter_num'] == 8
+    assert load_checkpoint(str(outs[-1] / 'ckpt.pt'))['iter_num'] == 8
     record('SIGKILL during a checkpoint write (truncated at 6 offsets)', len(offsets),
            'nothing: previous checkpoint intact and loadable', f'temp files left: {max(leftovers)} per killed run, removed when the run resumes')
 
@@ -156,7 +158,7 @@ def test_sigterm_saves_and_resume_is_exact(data, tmp_path, reference, ranks):
         extra.append('--gradient_accumulation_steps=2')
     code, stdout, stderr = interrupt(train_cmd(data, out, *extra, torchrun=ranks), after_iter=5)
     assert 'stopped by SIGTERM' in stdout, stdout + stderr[-2000:]
-    stopped_at = train.load_checkpoint(str(out / 'ckpt.pt'))['iter_num']
+    stopped_at = load_checkpoint(str(out / 'ckpt.pt'))['iter_num']
     assert stopped_at >= 5  # the step in flight when the signal came was finished, not lost
     resume = train_cmd(data, out, *extra, '--init_from=resume', torchrun=ranks)
     if ranks:  # the uninterrupted run to compare with has the same ranks; it runs alongside the resume
@@ -178,7 +180,7 @@ def test_sigterm_saves_and_resume_is_exact(data, tmp_path, reference, ranks):
 
 def nan_after(monkeypatch, iteration):
     """Make the model's loss NaN from the given training call on (eval calls are not counted)."""
-    real_forward = train.GPT.forward
+    real_forward = GPT.forward
     calls = {'n': 0}
 
     def forward(self, *args, **kwargs):
@@ -188,7 +190,7 @@ def nan_after(monkeypatch, iteration):
             if calls['n'] > iteration and loss is not None:
                 loss = loss * float('nan')
         return logits, loss
-    monkeypatch.setattr(train.GPT, 'forward', forward)
+    monkeypatch.setattr(GPT, 'forward', forward)
 
 
 def test_nan_stops_without_overwriting_checkpoint(data, tmp_path, monkeypatch, capsys):
@@ -201,7 +203,7 @@ def test_nan_stops_without_overwriting_checkpoint(data, tmp_path, monkeypatch, c
         train.main(args + ['--max_iters=12', '--init_from=resume'])
     assert 'non-finite loss or gradient at iter 6' in str(e.value)
     assert sha(out / 'ckpt.pt') == before
-    assert train.load_checkpoint(str(out / 'ckpt.pt'))['iter_num'] == 4
+    assert load_checkpoint(str(out / 'ckpt.pt'))['iter_num'] == 4
     record('NaN loss injected (on_nonfinite=stop)', 1, 'nothing: run stopped, last good checkpoint kept')
 
 
@@ -212,7 +214,7 @@ def test_nan_skip_skips_the_update(data, tmp_path, monkeypatch, capsys):
                 '--on_nonfinite=skip'])
     stdout = capsys.readouterr().out
     assert stdout.count('update skipped') == 3
-    state = train.load_checkpoint(str(out / 'ckpt.pt'))['model']
+    state = load_checkpoint(str(out / 'ckpt.pt'))['model']
     assert all(torch.isfinite(v).all() for v in state.values())
     record('NaN loss injected (on_nonfinite=skip)', 3, 'the 3 poisoned updates only; weights stay finite')
 

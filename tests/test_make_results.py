@@ -1,6 +1,7 @@
 """
 scripts/make_results.py on hand-made grid outputs (no training): a Tiny Shakespeare-like grid whose
-summary.csv is written by scripts/ablate.py's own writer, and an arithmetic grid with accuracy files.
+summary.csv is written by scripts/ablate.py's writer (grids.write_summary), and an arithmetic grid
+with accuracy files.
 
     the per-variant table holds the CSV's mean ± std; the verdicts follow the chosen losses (one
     variant clearly beyond the seed spread, one within, and the equal-FLOPs pair)
@@ -25,8 +26,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'scripts'))
-import ablate  # noqa: E402
+import grids  # noqa: E402
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 STD, BETTER, SAME, EQUAL = 'standard', 'reasoning N=1', 'pause 10%', 'standard, FLOPs of reasoning N=1'
@@ -51,13 +51,13 @@ def write_png(path):
 
 
 def write_summary(grid_path, losses, clean=()):
-    """summary.csv through ablate.write_csv, from made-up final metrics records."""
+    """summary.csv through grids.write_summary, from made-up final metrics records."""
     os.chdir(REPO)  # the grid's base config is relative to the repo root
-    grid = ablate.load_grid(str(grid_path))
+    grid = grids.load_grid(str(grid_path))
     results = {}
     for name, per_seed in losses.items():
         for seed, loss in zip(grid['seeds'], per_seed):
-            run = ablate.Run(name, seed, ablate.run_dir(grid, name, seed), [f'--seed={seed}'], 'auto', [])
+            run = grids.Run(name, seed, grids.run_dir(grid, name, seed), [f'--seed={seed}'], 'auto', [])
             iters, fptt = ITERS.get(name, 600), FLOPS_PER_TOKEN.get(name, 1e6)
             tokens = iters * 12 * 64
             record = {'iter': iters, 'final': True, 'text_tokens': tokens, 'train_flops': fptt * tokens,
@@ -67,7 +67,7 @@ def write_summary(grid_path, losses, clean=()):
                 record['losses']['val_clean'] = loss + 0.01
             results.setdefault(name, []).append((run, [record]))
     os.makedirs(grid['out_root'], exist_ok=True)
-    ablate.write_csv(os.path.join(grid['out_root'], 'summary.csv'), grid, results)
+    grids.write_summary(os.path.join(grid['out_root'], 'summary.csv'), grid, results)
     with open(os.path.join(grid['out_root'], 'results.md'), 'w') as f:
         f.write("# grid\n\nWritten by `python scripts/ablate.py grid.py` on a test machine.\n")
     return grid
@@ -102,7 +102,7 @@ def made(tmp_path_factory):
         w.writerow(ACCURACY_FIELDS)
         for name, (mode, m, accs) in own.items():
             for seed, acc in zip([1, 2, 3], accs):
-                run_dir = tmp / 'ar' / ablate.slug(name) / f'seed{seed}'
+                run_dir = tmp / 'ar' / grids.slug(name) / f'seed{seed}'
                 run_dir.mkdir(parents=True)
                 with open(run_dir / 'accuracy.json', 'w') as g:
                     json.dump({'config': {'mode': mode, 'num_pause_tokens': m}}, g)
@@ -112,7 +112,7 @@ def made(tmp_path_factory):
     with open(tmp / 'ar' / 'accuracy.md', 'w') as f:
         f.write("# Arithmetic exact-match accuracy\n\n| variant | accuracy |\n|---|---|\n| made up | here |\n")
     write_png(tmp / 'ar' / 'accuracy_vs_pauses.png')
-    proc = make_results(f'--shakespeare_grid={tmp / "sc.py"}', f'--arithmetic_grid={tmp / "ar.py"}',
+    proc = make_results(tmp / 'sc.py', tmp / 'ar.py',
                         f'--output={tmp / "RESULTS.md"}', f'--results_dir={tmp / "results"}',
                         '--assumed_mfu=0.5', '--owt_seeds=2')
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -186,7 +186,7 @@ def test_no_digits_in_the_hand_written_paragraph(made):
 
 def test_missing_grid(tmp_path, made):
     empty = tmp_path / 'nothing'
-    args = [f'--shakespeare_grid={made["tmp"] / "sc.py"}', f'--arithmetic={empty}',
+    args = [made['tmp'] / 'sc.py', f'config/ablations/arithmetic.py={empty}',
             f'--output={tmp_path / "R.md"}', f'--results_dir={tmp_path / "results"}']
     proc = make_results(*args)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [

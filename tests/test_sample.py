@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import REPO, run_together
-from attention import KVCache
+from kv_cache import KVCache
 from model import GPT, GPTConfig, Linear, pad_vocab
 from modes import NUM_SPECIAL_TOKENS, Mode, generate
-from train import DEFAULTS
+from training import DEFAULTS
 
 TEXT_VOCAB = 40
 
@@ -278,12 +278,12 @@ def fake_run(out, char_data, **layout):
     """An untrained checkpoint as train.py writes it, for the inference knobs of other modes."""
     import pickle as pkl
     from dataclasses import asdict
-    import train
+    import training
     with open(char_data / 'meta.pkl', 'rb') as f:
         text_vocab = pkl.load(f)['vocab_size']
     config = {**DEFAULTS, 'data_dir': str(char_data), 'n_layer': 1, 'n_head': 2, 'n_embd': 16,
               'block_size': 32, **layout}
-    model = train.new_model(config, Mode(config, text_vocab))
+    model = training.new_model(config, Mode(config, text_vocab))
     out.mkdir()
     torch.save({'model': model.state_dict(), 'model_args': asdict(model.config), 'config': config,
                 'text_vocab_size': text_vocab}, out / 'ckpt.pt')

@@ -182,7 +182,7 @@ CONFIGS = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 
 
 
 FAULTS_OF_64MIB_STEPS = """
-import resource, torch, train
+import resource, torch, training
 def faults_of_steps(n):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(n):
@@ -191,7 +191,7 @@ def faults_of_steps(n):
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 faults_of_steps(10)
 default = faults_of_steps(5)
-train.precision({'dtype': ''}, 'cpu')  # what train.py, sample.py and bench.py do on the CPU
+training.precision({'dtype': ''}, 'cpu')  # what train.py, sample.py and bench.py do on the CPU
 faults_of_steps(10)  # the heap grows to hold the block (small allocations can split a freed one)
 print(default, faults_of_steps(5))
 """
@@ -209,11 +209,12 @@ def test_cpu_runs_reuse_freed_memory_instead_of_faulting_it_in_every_step():
 
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_sets_known_keys(path):
-    import train  # in-process: configure() only reads the file
-    config = train.configure(train.DEFAULTS, [path])
+    from configurator import configure  # in-process: configure() only reads the file
+    from training import DEFAULTS
+    config = configure(DEFAULTS, [path])
     assert config['batch_size'] * config['block_size'] * config['gradient_accumulation_steps'] > 0
     if os.path.basename(path).endswith('_owt.py'):  # the mode runs compare with train_gpt2.py token for token
-        gpt2 = train.configure(train.DEFAULTS, ['config/train_gpt2.py'])
+        gpt2 = configure(DEFAULTS, ['config/train_gpt2.py'])
         assert config['batch_size'] * config['gradient_accumulation_steps'] == 12 * 40 == \
             gpt2['batch_size'] * gpt2['gradient_accumulation_steps']
         assert config['out_dir'] != gpt2['out_dir'] and config['wandb_run_name'] != gpt2['wandb_run_name']

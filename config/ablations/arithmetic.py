@@ -50,6 +50,9 @@ _M = 4  # pauses after the prompt in pause finetuning
 base = 'config/arithmetic/pretrain.py'
 seeds = [1, 2, 3]
 out_root = 'out/ablations/arithmetic'
+title = 'Arithmetic'
+baseline = 'StdPT-StdFT'
+eval_args = '--num_pause_tokens=0,1,2,4,8 --num_reason_tokens=0,1'  # for scripts/eval_arithmetic.py --grid=<this file>
 variants = {
     'PT std': dict(mode='standard'),
     'PT pause': dict(mode='pause', pause_rate=0.1),

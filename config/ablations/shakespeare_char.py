@@ -27,6 +27,7 @@ common = dict(
 )
 seeds = [1, 2, 3]
 out_root = 'out/ablations/shakespeare_char'
+title = 'Tiny Shakespeare'
 variants = {
     'standard': dict(mode='standard'),
     'pause 10%': dict(mode='pause', pause_rate=0.1),
