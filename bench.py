@@ -42,7 +42,7 @@ from training import DEFAULTS, check_config, device_of, mode_of, new_model, peak
 
 BENCH_KEYS = dict(
     variants='',  # 'key=value,key=value; key=value; ...'; '' = the config alone; the first is the baseline
-    repeats=5,  # measurements per variant, each in a fresh process
+    repeats=5,  # measurements per variant, each in a fresh process (unless fresh_process=False)
     bench_iters=10,  # timed optimizer steps per measurement (task=train)
     # untimed steps first: optimizer steps (train) or generated tokens (sample); they absorb
     # torch.compile and allocator warmup. (Not `warmup_iters`: that is train.py's LR warmup,
@@ -55,6 +55,9 @@ BENCH_KEYS = dict(
     # sharing one GPU (scripts/gpu_check.py) compile at the same time but time their steps one at a time
     timing_lock='',
     threads=0,  # torch threads in each measurement; 0 = torch's default
+    # False: every measurement in this process, one after another, saving a start-up each (a crash then
+    # ends the run, and on the CPU peak memory is the whole process's)
+    fresh_process=True,
     # task=sample: one timed generate per measurement; names and meanings as in sample.py
     max_new_tokens=200,
     prompt_len=16,  # random text tokens
@@ -64,7 +67,7 @@ BENCH_KEYS = dict(
     kv_cache=True,
     num_reflect_tokens=1,
 )
-PARENT_KEYS = ('variants', 'repeats', 'task', 'json_out')  # one value for the whole run, never per variant
+PARENT_KEYS = ('variants', 'repeats', 'task', 'json_out', 'fresh_process')  # one value for the whole run, never per variant
 SPEED_KNOBS = ('kv_cache', 'attention', 'compile')  # change speed, must not change greedy output
 
 
@@ -177,11 +180,12 @@ def measure_sample(c, greedy):
                 machine=machine(device))
 
 
-def child_main(payload):
-    c = payload['config']
+def measure(c, greedy):
     if c['threads']:
         torch.set_num_threads(c['threads'])
-    emit_result(measure_train(c) if c['task'] == 'train' else measure_sample(c, payload['greedy']))
+    if c['device'].startswith('cuda') and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # per measurement, also when several share a process
+    return measure_train(c) if c['task'] == 'train' else measure_sample(c, greedy)
 
 
 # ---- the parent: variants, scheduling, report -------------------------------------------------
@@ -331,8 +335,12 @@ def main(argv):
             name, _, cfg = variants[i]
             if errors[i]:
                 continue  # it crashed once; the same config would crash again
-            payload = json.dumps(dict(config=cfg, greedy=rep == 0 and i in greedy_needed))
-            result, err = run_child([os.path.abspath(__file__), f'--_child={payload}'])
+            greedy = rep == 0 and i in greedy_needed
+            if c['fresh_process']:
+                payload = json.dumps(dict(config=cfg, greedy=greedy))
+                result, err = run_child([os.path.abspath(__file__), f'--_child={payload}'])
+            else:
+                result, err = measure(cfg, greedy), None
             if err:
                 errors[i].append(err)
                 print(f"[{name}] repeat {rep + 1}: CRASHED", flush=True)
@@ -360,6 +368,7 @@ def main(argv):
 
 if __name__ == '__main__':
     if len(sys.argv) == 2 and sys.argv[1].startswith('--_child='):
-        child_main(json.loads(sys.argv[1][len('--_child='):]))
+        payload = json.loads(sys.argv[1][len('--_child='):])
+        emit_result(measure(payload['config'], payload['greedy']))
     else:
         main(sys.argv[1:])

@@ -21,13 +21,26 @@ def data_dir_of(config):
     return config['data_dir'] or os.path.join('data', config['dataset'])
 
 
+class PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only (dicts, lists, tuples, sets, strings, numbers): every other object
+    is named through find_class, which refuses it before anything is built or called."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+
 def meta_of(data_dir):
     """The dataset's meta.pkl (written by every prepare.py), or {} when it has none."""
     meta_path = os.path.join(data_dir, 'meta.pkl') if data_dir else ''
     if not meta_path or not os.path.exists(meta_path):
         return {}
     with open(meta_path, 'rb') as f:
-        return pickle.load(f)
+        try:
+            return PlainUnpickler(f).load()
+        except pickle.UnpicklingError as e:
+            fail(f"{meta_path} holds {e}, not plain data: refused, nothing in it ran (re-run the dataset's prepare.py)")
+        except (EOFError, ValueError) as e:
+            fail(f"{meta_path} is truncated or corrupt ({type(e).__name__}): re-run the dataset's prepare.py")
 
 
 def text_vocab_size_of(data_dir):
@@ -41,17 +54,23 @@ def records_of(data_dir):
     return Records(meta['record_len'], meta['prompt_len'], meta['answer_len']) if 'record_len' in meta else None
 
 
-def check_data(data_dir, block_size):
-    """Both splits exist and hold a window of block_size + 1 tokens (checked before a long first step)."""
+def check_data(data_dir, block_size, align=1):
+    """Both splits exist, are whole uint16 tokens, and hold a window of block_size + 1 tokens starting
+    at a multiple of align (get_chunk's windows; checked before a long first step)."""
     for split in ('train', 'val'):
         path = os.path.join(data_dir, f'{split}.bin')
         if not os.path.exists(path):
             prepare = os.path.join(data_dir, 'prepare.py')
             fail(f"{path} not found: run `python {prepare}` first (or set --data_dir)")
-        tokens = os.path.getsize(path) // np.dtype(np.uint16).itemsize
-        if tokens <= block_size + 1:
-            fail(f"{path} has {tokens:,} tokens, too few for windows of block_size + 1 = {block_size + 1:,}: "
-                 f"lower block_size or prepare more data")
+        size = os.path.getsize(path)
+        if size % np.dtype(np.uint16).itemsize:
+            fail(f"{path} has {size:,} bytes, an odd number: not uint16 token ids (a truncated copy?); "
+                 f"re-run the dataset's prepare.py")
+        tokens = size // np.dtype(np.uint16).itemsize
+        if (tokens - block_size - 1) // align < 1:
+            fail(f"{path} has {tokens:,} tokens, too few for windows of block_size + 1 = {block_size + 1:,}"
+                 f"{f' at multiples of the record length {align}' if align > 1 else ''}: lower block_size or "
+                 f"prepare more data")
 
 
 def check_token_ids(data_dir, text_vocab):
@@ -124,6 +143,20 @@ def load_problems(data_dir, max_problems, text_vocab):
     answers = [''.join(itos[i] for i in row[plen:plen + alen]) for row in records]
     ops = [''.join(itos[i] for i in row[:plen]).strip('= 0123456789')[:1] for row in records]
     return torch.from_numpy(records[:, :plen].copy()), answers, ops, meta
+
+
+def score(predictions, answers):
+    """Exact-match accuracy of predicted answer strings (every character of the fixed-width answer
+    must match) and char_accuracy, the fraction of answer characters right (partial progress)."""
+    predictions, answers = list(predictions), list(answers)
+    if len(predictions) != len(answers):
+        raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
+    n = len(answers)
+    correct = sum(p == a for p, a in zip(predictions, answers))
+    chars = sum(len(a) for a in answers)
+    chars_right = sum(sum(x == y for x, y in zip(p, a)) for p, a in zip(predictions, answers))
+    return {'accuracy': correct / n if n else 0.0, 'correct': correct, 'n': n,
+            'char_accuracy': chars_right / chars if chars else 0.0}
 
 
 def make_data(folder, vocab=GPT2_VOCAB, subset=4096, tokens=2_000_000, seed=0):

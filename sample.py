@@ -59,11 +59,12 @@ def load_model(c):
             model = GPT.from_pretrained(c['init_from'])
         except OSError as e:  # offline without a cached copy, or a directory without a model
             fail(f"cannot load GPT-2 weights {c['init_from']!r}: {str(e).splitlines()[0]}")
-        text_vocab = GPT2_VOCAB
-        if os.path.isdir(c['init_from']):  # the unpadded vocab is only in the HF config
+        text_vocab, mode = GPT2_VOCAB, 'standard'
+        if os.path.isdir(c['init_from']):  # the unpadded vocab is only in the HF config (an export's: also its mode)
             with open(os.path.join(c['init_from'], 'config.json')) as f:
-                text_vocab = json.load(f)['vocab_size']
-        return model, {**TRAIN_DEFAULTS, 'mode': 'standard'}, text_vocab, None
+                hf = json.load(f)
+            text_vocab, mode = hf.get('text_vocab_size', hf['vocab_size']), hf.get('thinking_mode', 'standard')
+        return model, {**TRAIN_DEFAULTS, 'mode': mode}, text_vocab, None
     fail(f"init_from={c['init_from']!r} is not 'resume', one of {', '.join(GPT2_MODELS)}, or a directory")
 
 

@@ -22,7 +22,8 @@ from dataclasses import asdict
 import torch
 import torch.distributed as dist
 
-from checkpoints import append_metrics, check_writable, load_checkpoint, rng_state, save_checkpoint, start_metrics
+from checkpoints import (FORMAT_VERSION, append_metrics, claim_out_dir, load_checkpoint, rng_state, save_checkpoint,
+                         start_metrics)
 from configurator import configure, fail
 from modes import LAYOUT_KEYS, special_token_ids
 from training import (DEFAULTS, MODEL_KEYS, check_config, config_of, device_of, estimate_loss, init_process_group,
@@ -42,6 +43,9 @@ def resolve_config(argv):
              f"--init_from=resume (or auto), or choose another --out_dir")
     if config['init_from'] == 'resume':
         checkpoint = load_checkpoint(ckpt_path)
+        if checkpoint.get('source') == 'nanoGPT':
+            fail(f"{ckpt_path} was written by nanoGPT and cannot be resumed here: finetune from it with "
+                 f"--init_from={config['out_dir']} and another --out_dir")
         saved = checkpoint['config']
         config = configure(config_of(saved), argv)
         config['init_from'] = 'resume'
@@ -82,7 +86,7 @@ def save(run):
             'scaler': run.scaler.state_dict(), 'model_args': asdict(run.model.config),
             'iter_num': run.iter_num, 'best_val_loss': run.best_val_loss, 'train_time': run.train_time,
             'config': run.c, 'text_vocab_size': text_vocab, 'special_tokens': special_token_ids(text_vocab),
-            'rng': rngs,
+            'rng': rngs, 'format': FORMAT_VERSION,
         })
 
 
@@ -166,7 +170,7 @@ def main(argv=None):
     del checkpoint  # free memory
     # the first write to out_dir: every check that can fail on the config, data or checkpoint came before
     if run.master and not c['eval_only']:
-        check_writable(c['out_dir'])
+        claim_out_dir(c['out_dir'])
         start_metrics(os.path.join(c['out_dir'], 'metrics.jsonl'), run.iter_num)
         print(f"mode {c['mode']}: {run.model.get_num_params() / 1e6:.2f}M parameters, {run.text_per_iter:,} text "
               f"tokens per iteration, {run.flops_per_text_token / 1e6:.1f} MFLOPs per text token")

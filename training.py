@@ -217,15 +217,16 @@ def new_model(c, mode):
 
 
 def initial_model(c, mode, checkpoint):
-    """The model init_from names: the checkpoint's (resume), a new one, a run of this repo (its
-    weights: finetuning, in any mode), or GPT-2 weights. Model keys of c follow the source's."""
+    """The model init_from names: the checkpoint's (resume), a new one, a run of this repo or of
+    nanoGPT (its weights: finetuning, in any mode), or GPT-2 weights. Model keys of c follow the source's."""
     if checkpoint is not None:
         return model_from_checkpoint(checkpoint)
     if c['init_from'] == 'scratch':
         return new_model(c, mode)
     if os.path.exists(os.path.join(c['init_from'], 'ckpt.pt')):
         source = load_checkpoint(os.path.join(c['init_from'], 'ckpt.pt'))
-        model = model_from_checkpoint(source)
+        # a nanoGPT model gets the slot embeddings reasoning mode needs; a run of this repo has its own
+        model = model_from_checkpoint(source, mode.num_reason if source.get('source') == 'nanoGPT' else 0)
         c.update({k: source['config'][k] for k in ('n_layer', 'n_head', 'n_embd', 'bias')})
         if source['text_vocab_size'] != mode.text_vocab_size:
             fail(f"{c['init_from']} was trained on a vocab of {source['text_vocab_size']} tokens, {data_dir_of(c)} "
@@ -302,12 +303,12 @@ def set_up(c, checkpoint=None, rank=0, world=1, local_rank=0, ddp=False, synthet
     device_type = 'cuda' if device.startswith('cuda') else 'cpu'
     dtype, autocast = precision(c, device)
     data_dir = data_dir_of(c)
+    records = records_of(data_dir)
     if not synthetic:
-        check_data(data_dir, c['block_size'])
+        check_data(data_dir, c['block_size'], 1 if records is None else records.record_len)
     text_vocab = checkpoint['text_vocab_size'] if checkpoint else text_vocab_size_of(data_dir)
     if rank == 0 and not synthetic:
         check_token_ids(data_dir, text_vocab)
-    records = records_of(data_dir)
     if c['answer_only'] and records is None:
         fail(f"answer_only=True needs a prompt/answer dataset (meta.pkl with record_len), {data_dir} is plain "
              f"text: use e.g. --dataset=arithmetic (data/arithmetic/prepare.py)")

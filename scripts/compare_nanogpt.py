@@ -129,7 +129,7 @@ def main():
 
     first = runs['ours', settings[0]][0]
     print(f"\ntorch {first['torch']}, {first['threads']} threads; {args.repeats} repeats x {args.iters} timed steps; "
-          f"vocab: ours {first['model_vocab']} (65 + 2 thinking tokens, padded to 64), "
+          f"vocab: ours {first['model_vocab']} (65 + 2 thinking tokens, padded to a multiple of 64), "
           f"nanoGPT {runs['nanogpt', settings[0]][0]['model_vocab']}")
     print(f"command: python {' '.join(sys.argv)}\n")
     rows = []

@@ -28,8 +28,7 @@ VARIANTS = {  # file name: (overrides, extras after each of the 5 text tokens)
     'reflection': ({'mode': 'reflection'}, INSERTED),
     'reflection_hidden': ({'mode': 'reflection', 'reflect_hidden': True}, INSERTED),
     'reasoning_n1_k1': ({'mode': 'reasoning', 'num_reason_tokens': 1, 'reason_delay': 1}, [1] * 5),
-    'reasoning_n1_k1_stopgrad': ({'mode': 'reasoning', 'num_reason_tokens': 1, 'reason_delay': 1,
-                                  'reason_stopgrad': True}, [1] * 5),
+    'reasoning_n1_k1_stopgrad': ({'mode': 'reasoning', 'reason_delay': 1, 'reason_stopgrad': True}, [1] * 5),
     'reasoning_n2_k1': ({'mode': 'reasoning', 'num_reason_tokens': 2, 'reason_delay': 1}, [2] * 5),
 }
 NAME = {modes.TEXT: 'x{}', modes.PAUSE: '<p>', modes.REFLECT: '<r>', modes.REASON: 'r{}'}

@@ -41,7 +41,7 @@ if REPO not in sys.path:
 import reporting  # noqa: E402
 from checkpoints import is_finished, load_checkpoint, model_from_checkpoint, read_metrics  # noqa: E402
 from configurator import configure, fail  # noqa: E402
-from dataset import data_dir_of, load_problems  # noqa: E402
+from dataset import data_dir_of, load_problems, score  # noqa: E402
 from grids import load_grid, own_setting, run_dir, shown  # noqa: E402
 from modes import LAYOUT_KEYS, generate, inference_mode  # noqa: E402
 from reporting import SHORT  # noqa: E402
@@ -59,22 +59,6 @@ DEFAULTS = dict(
     device='cpu',
     force=False,  # re-evaluate even when accuracy.json already has a setting
 )
-
-
-# ---- scoring ----------------------------------------------------------------------------------
-
-def score(predictions, answers):
-    """Exact-match accuracy of predicted answer strings (every character of the fixed-width answer
-    must match) and char_accuracy, the fraction of answer characters right (partial progress)."""
-    predictions, answers = list(predictions), list(answers)
-    if len(predictions) != len(answers):
-        raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
-    n = len(answers)
-    correct = sum(p == a for p, a in zip(predictions, answers))
-    chars = sum(len(a) for a in answers)
-    chars_right = sum(sum(x == y for x, y in zip(p, a)) for p, a in zip(predictions, answers))
-    return {'accuracy': correct / n if n else 0.0, 'correct': correct, 'n': n,
-            'char_accuracy': chars_right / chars if chars else 0.0}
 
 
 def parse_list(key, raw):
@@ -208,14 +192,8 @@ def evaluate_run(out_dir, c, quiet=False):
 # ---- a grid of runs ---------------------------------------------------------------------------
 
 def evaluate_grid(grid_path, c):
-    """Evaluate every finished run of a grid; write accuracy.csv, then accuracy.md and
-    accuracy_vs_pauses.png from it."""
-    grid_path = os.path.abspath(grid_path)
-    with contextlib.chdir(REPO):  # grid paths are relative to the repo root
-        write_grid_accuracy(grid_path, c)
-
-
-def write_grid_accuracy(grid_path, c):
+    """Evaluate every finished run of a grid (grid_path absolute, cwd the repo root); write
+    accuracy.csv, then accuracy.md and accuracy_vs_pauses.png from it."""
     grid = load_grid(grid_path)
     out_root, rows = grid['out_root'], []
     for variant in grid['variants']:
@@ -263,7 +241,9 @@ def main(argv=None):
         parse_list(k, c[k])  # fail early on malformed lists
     with torch.no_grad():  # scoped, so a caller in the same process (the tests) keeps autograd
         if c['grid']:
-            evaluate_grid(c['grid'], c)
+            grid_path = os.path.abspath(c['grid'])
+            with contextlib.chdir(REPO):  # grid paths are relative to the repo root
+                evaluate_grid(grid_path, c)
         else:
             evaluate_run(c['out_dir'], c)
 

@@ -74,7 +74,7 @@ def variant_args(args, overrides, share):
     c = {**sizes(args.dry_run), **overrides, 'data_dir': args.data_dir, 'batch_size': max(1, args.batch_size // share),
          'gradient_accumulation_steps': args.accum * share, 'bias': False, 'warmup_iters': 5, 'lr_decay_iters': 1000,
          'min_lr': 6e-5, 'bench_warmup': args.warmup, 'bench_iters': args.steps - args.warmup, 'repeats': 1,
-         'timing_lock': os.path.join(args.workdir, 'timing.lock'),
+         'timing_lock': os.path.join(args.workdir, 'timing.lock'), 'fresh_process': False,
          'variants': f'compile=True; compile=False,bench_warmup=0,bench_iters={EAGER_STEPS}'}
     return ['bench.py', *(override_arg(k, v) for k, v in c.items())]
 
@@ -169,7 +169,7 @@ def sampling(args):
     shape = sizes(args.dry_run)
     variants = '; '.join(f"mode={m}{',num_reason_tokens=1' if m == 'reasoning' else ''},kv_cache={kv}"
                          for m in ('standard', 'reasoning') for kv in (True, False))
-    cmd = [sys.executable, 'bench.py', '--task=sample', '--synthetic=True', '--repeats=1',
+    cmd = [sys.executable, 'bench.py', '--task=sample', '--synthetic=True', '--repeats=1', f'--fresh_process={not args.dry_run}',
            f"--max_new_tokens={20 if args.dry_run else 100}",
            '--temperature=0', '--compile=False', f'--variants={variants}', f'--json_out={out}'] + \
         [f'--{k}={v}' for k, v in shape.items() if k != 'learning_rate']

@@ -304,3 +304,99 @@ def test_torchrun_restart_resumes_automatically(data, tmp_path, reference):
     record('SIGKILL of one torchrun worker with --max-restarts=2, init_from=auto', 1,
            f'the iterations after the last checkpoint (redone from iter {min(final) - 1})',
            f'{len(set(before) & set(final))} iterations ran twice')
+
+
+# ---- checkpoints and data files -----------------------------------------------------------------
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(data, tmp_path):
+    """A checkpoint write that fails part-way (the file size limit stands in for a full disk) stops
+    with one line; the previous checkpoint is intact and loadable, and no partial file is left."""
+    import resource
+    out = tmp_path / 'out'
+    assert run(train_cmd(data, out, '--max_iters=4', '--eval_interval=4')).returncode == 0
+    before, limit = sha(out / 'ckpt.pt'), os.path.getsize(out / 'ckpt.pt') // 2
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+    proc = run(train_cmd(data, out, '--max_iters=8', '--eval_interval=4', '--init_from=resume'), preexec_fn=small_disk)
+    line = one_line_error(proc, 'could not write the checkpoint', f'the previous checkpoint {out / "ckpt.pt"} is kept')
+    assert sha(out / 'ckpt.pt') == before and load_checkpoint(str(out / 'ckpt.pt'))['iter_num'] == 4
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith('ckpt')) == ['ckpt.pt']
+    record('checkpoint write fails part-way (disk full: RLIMIT_FSIZE at half a checkpoint)', 1,
+           'nothing: one-line error, previous checkpoint intact and loadable, no partial file left',
+           f"the write's error: {line[line.index('(') + 1:line.index('):')]}")
+
+
+def test_second_run_on_a_live_out_dir_is_refused(data, tmp_path):
+    """While a run lives, another on its out_dir is refused in one line and changes nothing; once the
+    first is killed (SIGKILL: no clean-up), its lock goes with it and the next run starts."""
+    out = tmp_path / 'out'
+    live = subprocess.Popen(train_cmd(data, out, '--max_iters=100000', '--eval_interval=100000'), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    try:
+        for line in live.stdout:
+            if line.startswith('iter 2:'):
+                break
+        metrics_before = (out / 'metrics.jsonl').read_bytes()
+        second = run(train_cmd(data, out, '--max_iters=2', '--init_from=auto'))
+        one_line_error(second, f'is in use by a live run (pid {live.pid})')
+        assert (out / 'metrics.jsonl').read_bytes() == metrics_before and live.poll() is None
+    finally:
+        live.kill()
+        live.communicate()
+    after_kill = run(train_cmd(data, out, '--max_iters=2', '--eval_interval=2', '--init_from=auto'))
+    assert after_kill.returncode == 0, after_kill.stderr[-2000:]
+    assert load_checkpoint(str(out / 'ckpt.pt'))['iter_num'] == 2
+    record('a second run on the out_dir of a live run; then the live run SIGKILLed and the next started', 2,
+           'nothing: one-line error, the live run untouched; a killed run\'s lock does not block the next',
+           'the error names the live run\'s pid')
+
+
+def test_bad_bin_files_are_one_line_errors(data, tmp_path):
+    """A .bin whose byte count is odd (not uint16 tokens) or shorter than a split's window needs."""
+    cases = []
+    for name, split, size in [('odd', 'train', None), ('short', 'val', 33 * 2)]:
+        folder = tmp_path / name
+        folder.mkdir()
+        for s in ('train', 'val', ):
+            (folder / f'{s}.bin').write_bytes((data / f'{s}.bin').read_bytes())
+        (folder / 'meta.pkl').write_bytes((data / 'meta.pkl').read_bytes())
+        raw = (folder / f'{split}.bin').read_bytes()
+        (folder / f'{split}.bin').write_bytes(raw[:-1] if size is None else raw[:size])
+        cases.append(train_cmd(folder, tmp_path / f'out-{name}', '--max_iters=2'))
+    odd, short = run_together(cases, cwd=REPO)
+    one_line_error(odd, 'train.bin has', 'an odd number: not uint16 token ids')
+    one_line_error(short, 'val.bin has 33 tokens, too few for windows of block_size + 1 = 33')
+    assert not (tmp_path / 'out-odd').exists() and not (tmp_path / 'out-short').exists()
+    record('a train/val .bin with an odd byte count; one shorter than its split needs', 2,
+           'nothing: one-line error before training, nothing written')
+
+
+def test_checkpoint_that_runs_code_is_refused(data, tmp_path, monkeypatch):
+    """A ckpt.pt whose pickle would run code (here: create a file) is refused by train.py (resume and
+    init_from) and sample.py in one line, and its code never runs; so is such a meta.pkl."""
+    import pickle
+    marker = tmp_path / 'pwned'
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f'touch {marker}',))
+    evil = tmp_path / 'evil'
+    evil.mkdir()
+    torch.save({'model': {}, 'model_args': {'n_positions': 1}, 'config': {}, 'payload': RunsCode()}, evil / 'ckpt.pt')
+    procs = run_together([train_cmd(data, evil, '--init_from=resume'),
+                          train_cmd(data, tmp_path / 'ft', f'--init_from={evil}'),
+                          [sys.executable, 'sample.py', f'--out_dir={evil}']], cwd=REPO)
+    for proc in procs:
+        one_line_error(proc, 'needs posix.system to load, which could run code: refused, nothing in it ran')
+    bad_meta = tmp_path / 'bad_meta'
+    bad_meta.mkdir()
+    for s in ('train', 'val'):
+        (bad_meta / f'{s}.bin').write_bytes((data / f'{s}.bin').read_bytes())
+    with open(bad_meta / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': 65, 'payload': RunsCode()}, f)
+    one_line_error(run(train_cmd(bad_meta, tmp_path / 'o', '--max_iters=2')), 'posix.system, not plain data: refused')
+    assert not marker.exists()
+    record('a ckpt.pt (train.py resume and init_from, sample.py) or a meta.pkl whose pickle runs code', 4,
+           'nothing: one-line error naming what it needs, the code never ran')
