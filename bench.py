@@ -38,7 +38,7 @@ from configurator import configure, fail
 from dataset import check_data, data_dir_of, text_vocab_size_of
 from modes import check_sampling, generate
 from reporting import emit_result, machine, run_child, table
-from training import DEFAULTS, check_config, device_of, mode_of, new_model, peak_flops_for, precision, set_up, train_step
+from training import DEFAULTS, check_config, device_of, mode_of, new_model, precision, set_up, train_step
 
 BENCH_KEYS = dict(
     variants='',  # 'key=value,key=value; key=value; ...'; '' = the config alone; the first is the baseline
@@ -146,7 +146,7 @@ def measure_train(c):
     return dict(step_ms=step_ms, step_cpu_ms=step_cpu_ms, ms=statistics.median(step_ms), losses=losses,
                 cpu_ms=statistics.median(step_cpu_ms), nonfinite=nonfinite, peak_mem=mem, mem_kind=mem_kind,
                 text_per_iter=run.text_per_iter, slots_per_text=run.mode.slots_per_text_token(c['block_size']),
-                flops_per_text=run.flops_per_text_token, peak_flops=peak_flops_for(run.device, c['peak_flops']),
+                flops_per_text=run.flops_per_text_token, peak_flops=run.peak_flops,
                 params=run.model.get_num_params(), synthetic=run.synthetic, text_vocab=run.mode.text_vocab_size,
                 device=run.device, dtype=run.dtype, machine=machine(run.device))
 

@@ -27,7 +27,7 @@ from checkpoints import (FORMAT_VERSION, append_metrics, claim_out_dir, load_che
 from configurator import configure, fail
 from modes import LAYOUT_KEYS, special_token_ids
 from training import (DEFAULTS, MODEL_KEYS, check_config, config_of, device_of, estimate_loss, init_process_group,
-                      lr_at, peak_flops_for, set_up, train_step)
+                      lr_at, set_up, train_step)
 
 
 def resolve_config(argv):
@@ -123,8 +123,7 @@ def log_training(run, log, wandb_run, loss_sum, iters, seconds):
     loss, dt = loss_sum.item() / iters, seconds / iters
     text_tps = run.text_per_iter / dt
     slot_tps = text_tps * run.mode.slots_per_text_token(run.c['block_size'])
-    peak = peak_flops_for(run.device, run.c['peak_flops'])
-    mfu = f"{100 * run.flops_per_text_token * text_tps / (peak * run.world):.2f}%" if peak else "n/a"
+    mfu = f"{100 * run.flops_per_text_token * text_tps / (run.peak_flops * run.world):.2f}%" if run.peak_flops else "n/a"
     if run.master:
         log(f"iter {run.iter_num}: loss {loss:.4f}, lr {lr_at(run.iter_num - 1, run.c):.2e}, {dt * 1000:.1f} ms/iter, "
             f"{text_tps:,.0f} text tok/s, {slot_tps:,.0f} slot tok/s, mfu {mfu}")

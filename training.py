@@ -10,6 +10,7 @@ import math
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 import torch.distributed as dist
@@ -284,9 +285,13 @@ class Run:
     def text_per_iter(self):
         return self.c['gradient_accumulation_steps'] * self.c['batch_size'] * self.c['block_size']
 
-    @property
+    @cached_property  # logged every step: priced once
     def flops_per_text_token(self):
         return self.mode.flops_per_text_token(self.model, self.c['block_size'])
+
+    @cached_property
+    def peak_flops(self):
+        return peak_flops_for(self.device, self.c['peak_flops'])
 
 
 def set_up(c, checkpoint=None, rank=0, world=1, local_rank=0, ddp=False, synthetic=False):

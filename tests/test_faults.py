@@ -359,7 +359,7 @@ def test_bad_bin_files_are_one_line_errors(data, tmp_path):
     for name, split, size in [('odd', 'train', None), ('short', 'val', 33 * 2)]:
         folder = tmp_path / name
         folder.mkdir()
-        for s in ('train', 'val', ):
+        for s in ('train', 'val'):
             (folder / f'{s}.bin').write_bytes((data / f'{s}.bin').read_bytes())
         (folder / 'meta.pkl').write_bytes((data / 'meta.pkl').read_bytes())
         raw = (folder / f'{split}.bin').read_bytes()
