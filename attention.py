@@ -29,7 +29,7 @@ class Rule:
     """Within causal attention, the pairs whose key is a slot of kind `key_kind` and whose query's
     step is min_gap..max_gap (None: any number) steps after the key's are hidden; with stopgrad they
     stay visible but send no gradient into the key's k and v. heads: the heads it applies in (None:
-    all)."""
+    all; -1 is the last head)."""
     key_kind: int
     min_gap: int
     max_gap: Optional[int] = None
@@ -142,8 +142,9 @@ def head_sets(rules, n_head, device):
         if r.heads is None:
             out.append(None)
         else:
-            if max(r.heads) >= n_head:
-                raise ValueError(f"a rule names head {max(r.heads)}, the model has {n_head} heads")
+            wrong = [h for h in r.heads if not -n_head <= h < n_head]  # negative: counted from the last head
+            if wrong:
+                raise ValueError(f"a rule names head {wrong[0]}, the model has {n_head} heads")
             s = torch.zeros(n_head, dtype=torch.bool, device=device)
             s[list(r.heads)] = True
             out.append(s)

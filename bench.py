@@ -36,7 +36,7 @@ import torch
 from attention import make_attention
 from configurator import configure, fail
 from dataset import check_data, data_dir_of, text_vocab_size_of
-from modes import check_sampling, generate
+from generation import check_sampling, generate
 from reporting import emit_result, machine, run_child, table
 from training import DEFAULTS, check_config, device_of, mode_of, new_model, precision, set_up, train_step
 
@@ -66,6 +66,9 @@ BENCH_KEYS = dict(
     top_k=200,
     kv_cache=True,
     num_reflect_tokens=1,
+    think_policy='fixed',  # 'entropy': think_max candidate slots per token, kept while above think_threshold
+    think_threshold=1.5,
+    think_max=3,
 )
 PARENT_KEYS = ('variants', 'repeats', 'task', 'json_out', 'fresh_process')  # one value for the whole run, never per variant
 SPEED_KNOBS = ('kv_cache', 'attention', 'compile')  # change speed, must not change greedy output

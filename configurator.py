@@ -36,6 +36,8 @@ def _coerce(key, value, default, raw=None):
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and value.lower().lstrip('+-') in ('inf', 'infinity'):  # not a Python literal
+            return float(value)
     elif isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -25,6 +25,7 @@ train.py's own number, computed here without training: the mode's training layou
 model.GPT.flops_per_layout, divided by block_size.
 """
 
+import contextlib
 import csv
 import os
 import re
@@ -328,3 +329,14 @@ def own_setting(config):
 def own_settings(grid):
     """{variant: (inference knob, value) it is scored with by default}."""
     return {v: own_setting(variant_config(grid, v)) for v in grid['variants']}
+
+
+def run_or_grid(c, evaluate_run, evaluate_grid):
+    """An evaluation script's target: evaluate_run(out_dir, c) for --out_dir, or
+    evaluate_grid(grid file, c) for --grid, run in the repo root (grid paths are relative to it)."""
+    if c['grid']:
+        grid_path = os.path.abspath(c['grid'])
+        with contextlib.chdir(REPO):
+            evaluate_grid(grid_path, c)
+    else:
+        evaluate_run(c['out_dir'], c)

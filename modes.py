@@ -15,7 +15,7 @@ Everything the model needs follows from how many extras each step has (`counts`,
               reports is taken there, so val losses are comparable across modes
 
 Training draws counts at random (pause, reflection) or uses a fixed pattern (reasoning); evaluation
-uses fixed-seed counts; sampling builds the same layout step by step (`generate`). The insertion
+uses fixed-seed counts; sampling builds the same layout step by step (generation.py). The insertion
 pattern is drawn once per batch and shared by its sequences, so one visibility serves the whole
 batch (attention.py: per-slot vectors and rules, from which each backend derives its masks).
 """
@@ -29,14 +29,14 @@ import torch
 from torch.nn import functional as F
 
 from attention import Rule, Visibility
-from kv_cache import KVCache
 
 TEXT, PAUSE, REFLECT, REASON = 0, 1, 2, 3
 NUM_SPECIAL_TOKENS = 2  # <pause>, <reflect>: ids text_vocab_size and text_vocab_size + 1, in every mode
 
 # the config keys that define a mode's layout (saved in checkpoints, checked on resume)
 LAYOUT_KEYS = ('mode', 'pause_rate', 'reflect_rate', 'reflect_hidden', 'reflect_repeat',
-               'num_reason_tokens', 'reason_delay', 'reason_stopgrad', 'answer_only', 'num_pause_tokens')
+               'num_reason_tokens', 'reason_delay', 'reason_stopgrad', 'reason_heads', 'answer_only',
+               'num_pause_tokens')
 EVAL_SEED = 1234  # insertion patterns for evaluation: the same in every eval of every run
 
 # A dataset of fixed-width prompt/answer records (data/arithmetic): each record is prompt_len
@@ -54,6 +54,11 @@ def _reflection_rules(cfg):
 
 
 def _reasoning_rules(cfg):
+    if cfg['reason_heads'] > 0:
+        # no extra slots: in the last h heads, the text tokens of steps s-K .. s are out of reach of
+        # (or pass no gradient to) step s, so those heads carry only what was computed K+1 steps before
+        return (Rule(TEXT, 0, cfg['reason_delay'], stopgrad=cfg['reason_stopgrad'],
+                     heads=tuple(range(-cfg['reason_heads'], 0))),)
     # step t's reasoning slots are out of reach of (or pass no gradient to) steps t+1 .. t+K
     if cfg['num_reason_tokens'] > 0 and cfg['reason_delay'] > 0:
         return (Rule(REASON, 1, cfg['reason_delay'], stopgrad=cfg['reason_stopgrad']),)
@@ -85,8 +90,32 @@ MODE_SPECS = {
                           'token', False, _reasoning_rules),
 }
 MODES = tuple(MODE_SPECS)
-# sample.py's inference knobs and their defaults; -1: the checkpoint's own (its pause finetuning M, its N)
-INFERENCE_KNOBS = {'num_reason_tokens': -1, 'num_pause_tokens': -1, 'num_reflect_tokens': 1}
+# sample.py's inference knobs and their defaults; -1: the checkpoint's own (its pause finetuning M, its N).
+# think_policy 'fixed' uses the counts above; 'entropy' (pause and reflection checkpoints) decides
+# per text token how many <pause>/<reflect> slots, up to think_max, to spend (ThinkingPolicy).
+INFERENCE_KNOBS = {'num_reason_tokens': -1, 'num_pause_tokens': -1, 'num_reflect_tokens': 1,
+                   'think_policy': 'fixed', 'think_threshold': 1.5, 'think_max': 3}
+THINK_POLICIES = ('fixed', 'entropy')
+
+
+@dataclass(frozen=True)
+class ThinkingPolicy:
+    """After a slot predicts the next text token, one more thinking slot while that prediction's
+    entropy (nats, over the text tokens) is above threshold, up to max_slots: +inf never thinks,
+    -inf always takes max_slots."""
+    threshold: float
+    max_slots: int
+
+    def slots(self, logits, room):
+        """logits (B, 1 + max_slots, V) of a text token's slot and its thinking slots, special ids at
+        -inf; room (B,) how many thinking slots fit -> (thinking slots to keep (B,): up to the first
+        slot confident enough to commit, rows that wanted more than their room (B,) bool)."""
+        entropy = torch.special.entr(F.softmax(logits.float(), dim=-1)).sum(-1)  # (B, 1 + max_slots)
+        think_on = entropy > self.threshold
+        last = torch.arange(self.max_slots + 1, device=logits.device) >= room[:, None]  # commits, whatever its entropy
+        n = (~think_on | last).int().argmax(-1)  # the first slot that commits
+        short = (n == room) & (room < self.max_slots) & think_on.gather(1, room[:, None]).squeeze(1)
+        return n, short
 
 
 @dataclass
@@ -106,16 +135,14 @@ class Layout:
     def __len__(self):
         return self.kind.numel()
 
-    @cached_property
-    def attended_pairs(self):
-        """Visible (query, key) pairs, for FLOP counts."""
+    def attended_pairs(self, n_head=1):
+        """Visible (query, key) pairs averaged over n_head heads, for FLOP counts."""
         L = len(self)
-        return L * (L + 1) // 2 if self.vis is None else self.vis.pairs()
+        return L * (L + 1) // 2 if self.vis is None else self.vis.pairs(n_head)
 
-    @cached_property
-    def read_pairs(self):
+    def read_pairs(self, n_head=1):
         """The visible pairs of vis.read's queries (all pairs when every slot is read)."""
-        return self.attended_pairs if self.vis is None or self.vis.read is None else self.vis.rows().pairs()
+        return self.attended_pairs(n_head) if self.vis is None or self.vis.read is None else self.vis.rows().pairs(n_head)
 
     @cached_property
     def loss_slots(self):
@@ -149,8 +176,11 @@ class Mode:
         if not 0.0 <= self.rate:
             raise ValueError(f"insertion rate must be >= 0, got {self.rate}")
         self.num_reason = self.cfg[spec.every_key] if spec.every_key else 0  # extras after every text token
-        if self.num_reason < 0 or self.cfg['reason_delay'] < 0:
-            raise ValueError("num_reason_tokens and reason_delay must be >= 0")
+        if self.num_reason < 0 or self.cfg['reason_delay'] < 0 or self.cfg['reason_heads'] < 0:
+            raise ValueError("num_reason_tokens, reason_delay and reason_heads must be >= 0")
+        if self.cfg['reason_heads'] and (self.name != 'reasoning' or self.num_reason):
+            raise ValueError(f"reason_heads={self.cfg['reason_heads']} applies the reasoning rule to the text "
+                             f"tokens in that many heads: it needs mode='reasoning' with num_reason_tokens=0")
         # A dataset of records is read in whole records (sequences start at a prompt, as at
         # inference). answer_only puts the loss on answers only, and in a mode whose inference puts
         # extras after the prompt (pause) then puts num_pause_tokens of them after every prompt
@@ -165,7 +195,23 @@ class Mode:
         self.num_at_inference = {None: 0, 'num_pause_tokens': self.num_pause_tokens, 'num_reason_tokens': self.num_reason,
                                  'num_reflect_tokens': self.num_reflect_tokens}[spec.knob]
         self.rules = spec.rules(self.cfg)
+        self.think = self._thinking_policy(config)
         self._layouts = OrderedDict()
+
+    def _thinking_policy(self, config):
+        """The adaptive policy of the think_* inference knobs, or None for the fixed one."""
+        policy = config.get('think_policy', 'fixed')
+        if policy not in THINK_POLICIES:
+            raise ValueError(f"think_policy={policy!r} is not one of {', '.join(THINK_POLICIES)}")
+        if policy == 'fixed':
+            return None
+        if self.spec.extra_token is None or self.spec.every_key:
+            raise ValueError(f"think_policy='entropy' adds <pause>/<reflect> slots: it needs a pause- or "
+                             f"reflection-mode checkpoint, this one is mode {self.name}")
+        threshold, most = float(config['think_threshold']), config['think_max']
+        if threshold != threshold or most < 0:
+            raise ValueError("think_threshold must be a number (inf: never think) and think_max >= 0")
+        return ThinkingPolicy(threshold, most)
 
     # ---- how many extras follow each text token -------------------------------------------
 
@@ -285,6 +331,8 @@ class Mode:
         if not any(bool(((kind == r.key_kind) & (step + r.min_gap <= last)).any()) for r in self.rules):
             return None
         read = (kind[q_start:] == TEXT).nonzero().squeeze(1) if self.spec.predicts == 'text' else None
+        if read is not None and read.numel() == q_end - q_start:
+            read = None  # every slot is read (reason_heads: text slots only)
         q_slots = None if q_start == 0 else torch.arange(q_start, q_end)
         return Visibility(kind, step, self.rules, q_slots=q_slots, read=read)
 
@@ -329,8 +377,9 @@ class Mode:
             counts = self.train_counts(block_size, torch.Generator().manual_seed(0))
         lay = self.layout(counts)
         n_pred = len(lay) if lay.loss_slots is None else lay.loss_slots.numel()
-        read = None if lay.vis is None or lay.vis.read is None else (lay.vis.read.numel(), lay.read_pairs)
-        return model.flops_per_layout(lay.attended_pairs, len(lay), n_pred, read) / block_size
+        n_head = model.config.n_head
+        read = None if lay.vis is None or lay.vis.read is None else (lay.vis.read.numel(), lay.read_pairs(n_head))
+        return model.flops_per_layout(lay.attended_pairs(n_head), len(lay), n_pred, read) / block_size
 
 
 def inference_mode(config, text_vocab, n_positions, knobs):
@@ -353,75 +402,11 @@ def inference_mode(config, text_vocab, n_positions, knobs):
     if pauses < 0 or reflections < 0:
         raise ValueError("num_pause_tokens and num_reflect_tokens must be >= 0")
     # the layout of one text token (plus the pauses) must fit the position table
-    if pauses + 1 > n_positions or reflections + 1 > n_positions:
+    most = knobs['think_max'] if knobs['think_policy'] == 'entropy' else 0
+    if max(pauses, reflections, most) + 1 > n_positions:
         raise ValueError(f"the model has {n_positions} positions: too few for that many thinking tokens")
     layout = {k: config[k] for k in LAYOUT_KEYS}
+    think = {k: knobs[k] for k in ('think_policy', 'think_threshold', 'think_max')}
     # answer_only shapes training batches only; generation builds its layout from the knobs here
-    return Mode({**layout, 'answer_only': False, 'num_reason_tokens': n, 'num_pause_tokens': pauses,
+    return Mode({**layout, **think, 'answer_only': False, 'num_reason_tokens': n, 'num_pause_tokens': pauses,
                  'num_reflect_tokens': reflections}, text_vocab)
-
-
-def check_sampling(temperature, top_k):
-    """ValueError unless generate can sample with these (checked before a model is loaded)."""
-    if temperature < 0 or (top_k or 0) < 0:
-        raise ValueError("temperature must be >= 0 (0 = greedy) and top_k >= 0 (0 = all)")
-
-
-@torch.no_grad()
-def generate(model, mode, prompt, max_new_tokens, temperature=1.0, top_k=None, kv_cache=True,
-             generator=None, return_logits=False):
-    """
-    Sample max_new_tokens text tokens after prompt (B, P) with the mode's inference layout.
-    Each forward pass feeds the slots after the previous prediction slot up to the slot that
-    predicts the next text token: [x_{t+1}] in standard mode, [x_{t+1}, R x N] for reflection,
-    and [r_t x N, x_{t+1}] for reasoning (step t's reasoning slots are known inputs, so they are
-    computed together with the next text token). With kv_cache=False every step recomputes the
-    whole layout, giving the same logits. Special tokens are never sampled. Text longer than the
-    model's positions is cropped to the most recent tokens that fit. top_k None or 0 keeps every token.
-    Returns (B, P + max_new_tokens) ids, and per-step logits (B, steps, V) if return_logits.
-    """
-    device = prompt.device
-    n_positions = model.config.n_positions
-    text, n_prompt = prompt, prompt.size(1)
-    cache, fed, window_start = None, 0, 0
-    all_logits = []
-    for _ in range(max_new_tokens):
-        # the most recent text that fits in the position table
-        start = window_start
-        while True:
-            # built uncached and without its full mask: only the new queries' rows are needed
-            lay = mode._build(mode.inference_counts(text.size(1) - start, n_prompt - start))
-            if int(lay.pos.max()) < n_positions:
-                break
-            start += 1
-        read = int(lay.eval_slots[-1])  # the slot that predicts the next text token
-        if not kv_cache or start != window_start or cache is None:
-            # (re)start from an empty cache: first step, plain path, or the window moved
-            window_start, fed = start, 0
-            if kv_cache:
-                cache = KVCache(model.config, text.size(0), n_positions * mode.slots_per_position(),
-                                device, next(model.parameters()).dtype)
-        ids = lay.inputs(text[:, start:])[:, fed:read + 1]  # (B, new slots)
-        vis = mode.visibility(lay.kind, lay.step, fed, read + 1)  # rows of the new queries
-        logits, _ = model(**model.prepare(ids, pos=lay.pos[fed:read + 1],
-                                          slot=None if lay.slot is None else lay.slot[fed:read + 1],
-                                          vis=vis, cache=cache if kv_cache else None, decoding=True))
-        fed = read + 1 if kv_cache else 0
-        logits = logits[:, -1, :].float()  # (B, V)
-        logits[:, mode.text_vocab_size:] = -float('inf')  # special and padding ids are never output
-        if return_logits:
-            all_logits.append(logits)
-        if temperature == 0:
-            next_id = logits.argmax(-1, keepdim=True)
-        else:
-            logits = logits / temperature
-            if top_k:
-                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits[logits < v[:, [-1]]] = -float('inf')
-            probs = F.softmax(logits, dim=-1)
-            next_id = torch.multinomial(probs, num_samples=1, generator=generator)
-        text = torch.cat((text, next_id), dim=1)
-    if return_logits:
-        return text, torch.stack(all_logits, 1)
-    return text
-

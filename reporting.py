@@ -81,6 +81,7 @@ PLOTS = {  # file -> (metrics.jsonl key on the x axis, axis label)
     'val_vs_time.png': ('train_time_s', 'training wall time (s, evals excluded)'),
 }
 ACCURACY_PLOT = 'accuracy_vs_pauses.png'
+THINKING_PLOT = 'thinking.png'  # scripts/eval_thinking.py: loss against thinking slots per token
 SHORT = {'num_pause_tokens': 'pauses', 'num_reason_tokens': 'N', 'num_reflect_tokens': 'reflections'}
 KNOB_TITLES = {'num_pause_tokens': 'Robustness: accuracy against the number of pauses at inference',
                'num_reason_tokens': 'Accuracy against the reasoning tokens used at inference',
@@ -230,6 +231,10 @@ def grid_section(grid, runs, jobs, output, results_dir='', prefix=''):
                   "more iterations). Difference of mean final val loss, spread and verdict as above.", '',
                   *comparison_table('val loss', 'equal-FLOPs run', equal_flops, '{:.4f}',
                                     ['equal-FLOPs run', 'training FLOPs']), '']
+    thinking_rows = read_csv(os.path.join(out_root, 'thinking.csv'))
+    if thinking_rows:
+        lines += thinking_section(thinking_rows, f"python scripts/eval_thinking.py --grid={g}", out_root,
+                                  results_dir, prefix, output)
     facts = dict(grid=grid, runs=runs, vs_base=vs_base, equal_flops=equal_flops, config=configs[base],
                  text_tokens=tokens.get(base), missing=missing, evaluated=evaluated, accuracy=None)
     if accuracy_rows is None and evaluated:
@@ -447,3 +452,58 @@ def write_accuracy_plot(grid, rows, path):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# ---- compute against quality (thinking.csv: scripts/eval_thinking.py) ---------------------------
+
+def _by_budget(rows):
+    """{(variant, budget): rows over seeds}, in the order of rows."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r['variant'], r['budget']), []).append(r)
+    return groups
+
+
+def thinking_table(rows):
+    """Per variant and inference budget: thinking slots and val loss per text token, over seeds."""
+    cells = [[variant, budget, mean_std([float(r['slots_per_token']) for r in rs], '{:.3f}'),
+              mean_std([float(r['val_loss']) for r in rs], '{:.4f}'), str(len(rs))]
+             for (variant, budget), rs in _by_budget(rows).items()]
+    return table(['variant', 'inference budget', 'thinking slots per text token', 'val loss per text token',
+                  'seeds'], cells)
+
+
+def write_thinking_plot(rows, path, title):
+    """Val loss against thinking slots per text token: per variant, the fixed budgets and the entropy
+    thresholds as two lines through the no-thinking point (means over seeds)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
+    groups = _by_budget(rows)
+    for variant in dict.fromkeys(r['variant'] for r in rows):
+        color = None
+        for policy, style in (('fixed', 'o-'), ('entropy', 's--')):
+            points = [(statistics.mean(float(r['slots_per_token']) for r in rs), statistics.mean(float(r['val_loss']) for r in rs))
+                      for (v, budget), rs in groups.items() if v == variant and budget.split()[0] in ('none', policy)]
+            if len(points) > 1:
+                xs, ys = zip(*sorted(points))
+                line, = ax.plot(xs, ys, style, color=color, markersize=4, label=f"{variant}: {policy}" if variant else policy)
+                color = line.get_color()
+    ax.set(xlabel='thinking slots per text token (inference)', ylabel='val loss per text token')
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def thinking_section(rows, command, out_root, results_dir, prefix, output):
+    """RESULTS.md's compute-against-quality curves of a grid, from its thinking.csv rows."""
+    return ["### Compute against quality at inference", '',
+            "Each pause and reflection run evaluated under several inference budgets: no thinking, a fixed number "
+            "of thinking slots after every text token, and the entropy policy (another slot while the prediction's "
+            "entropy is above the threshold, up to think_max), each teacher-forced on the same fixed val batches "
+            f"with the decisions sampling makes (generation.teacher_forced), on contexts of {rows[0]['context']} text "
+            "tokens (the most whose layout fits the position table at the largest budget). Written by:", '',
+            '```', command, '```', '', *thinking_table(rows), '',
+            *plot_links(out_root, [THINKING_PLOT], results_dir, prefix, output)]

@@ -7,7 +7,12 @@ Sample from a trained model, in the mode it was trained in, with a KV cache.
 
 The checkpoint's config fixes the mode and its layout; three knobs change how many thinking slots
 inference uses: num_reason_tokens (0 .. the trained N; 0 samples plain text), num_pause_tokens
-(pauses after the prompt) and num_reflect_tokens (reflections after every token).
+(pauses after the prompt) and num_reflect_tokens (reflections after every token). For pause and
+reflection checkpoints, --think_policy=entropy instead decides per text token: another <pause> or
+<reflect> slot while the next-token prediction's entropy is above think_threshold (nats), up to
+think_max (generation.ThinkingDecoder).
+
+    python sample.py --out_dir=out-reflection-shakespeare-char --think_policy=entropy --think_threshold=1.5 --think_max=3
 """
 
 import json
@@ -20,7 +25,8 @@ from checkpoints import load_checkpoint, model_from_checkpoint
 from configurator import configure, fail
 from dataset import GPT2_VOCAB, data_dir_of, tokenizer
 from model import GPT
-from modes import INFERENCE_KNOBS, check_sampling, generate, inference_mode
+from generation import check_sampling, generate
+from modes import INFERENCE_KNOBS, inference_mode
 from training import DEFAULTS as TRAIN_DEFAULTS, config_of, device_of, precision
 
 DEFAULTS = dict(
@@ -39,7 +45,8 @@ DEFAULTS = dict(
     # the inference layout (modes.INFERENCE_KNOBS): num_reason_tokens, reasoning slots after every token
     # (0 .. the checkpoint's N; -1 = its N); num_pause_tokens, <pause> slots after the prompt (pause-mode
     # checkpoints; -1 = the checkpoint's, 0 unless finetuned with pauses); num_reflect_tokens, <reflect>
-    # slots after every token (reflection-mode checkpoints)
+    # slots after every token (reflection-mode checkpoints); think_policy 'fixed' (those counts) or
+    # 'entropy' (pause/reflection checkpoints: think_threshold in nats, at most think_max slots per token)
     **INFERENCE_KNOBS,
 )
 GPT2_MODELS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')

@@ -46,12 +46,12 @@ def resolve_config(argv):
         if checkpoint.get('source') == 'nanoGPT':
             fail(f"{ckpt_path} was written by nanoGPT and cannot be resumed here: finetune from it with "
                  f"--init_from={config['out_dir']} and another --out_dir")
-        saved = checkpoint['config']
-        config = configure(config_of(saved), argv)
+        saved = config_of(checkpoint['config'])  # keys added since it was written take their defaults
+        config = configure(saved, argv)
         config['init_from'] = 'resume'
-        differ = [k for k in MODEL_KEYS + LAYOUT_KEYS if config[k] != saved.get(k)]
+        differ = [k for k in MODEL_KEYS + LAYOUT_KEYS if config[k] != saved[k]]
         if differ:
-            diffs = ', '.join(f"{k}={saved.get(k)!r} in checkpoint vs {config[k]!r}" for k in differ)
+            diffs = ', '.join(f"{k}={saved[k]!r} in checkpoint vs {config[k]!r}" for k in differ)
             fail(f"cannot resume {ckpt_path} with different model/mode settings: {diffs}")
     try:
         check_config(config)

@@ -63,6 +63,9 @@ DEFAULTS = dict(
     num_reason_tokens=1,  # reasoning slots after every text token
     reason_delay=1,  # K: step t's reasoning slots are hidden from steps t+1..t+K
     reason_stopgrad=False,  # ...or visible to them, but without gradient
+    # h > 0 (with num_reason_tokens=0): no reasoning slots; in the last h heads of every layer step s
+    # does not see the text tokens of steps s-K .. s (or, with reason_stopgrad, gets no gradient into them)
+    reason_heads=0,
     # prompt/answer datasets (data/arithmetic): whole records per sequence, loss on the answers only;
     # in pause mode, num_pause_tokens pauses after every prompt instead of pause_rate (finetuning)
     answer_only=False,
@@ -115,6 +118,8 @@ def check_config(c):
         # the cosine runs from warmup_iters to lr_decay_iters (lr_at); equal, it would divide by zero
         raise ValueError(f"lr_decay_iters={c['lr_decay_iters']} must be above warmup_iters={c['warmup_iters']}: "
                          f"raise lr_decay_iters (usually = max_iters), or set decay_lr=False")
+    if not 0 <= c['reason_heads'] <= c['n_head']:
+        raise ValueError(f"reason_heads={c['reason_heads']} must be in 0..n_head={c['n_head']}")
     if c['attention'] not in ('auto', *BACKENDS):
         raise ValueError(f"attention={c['attention']!r} must be one of {', '.join(('auto', *BACKENDS))}")
     if c['on_nonfinite'] not in ('stop', 'skip'):

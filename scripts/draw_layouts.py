@@ -20,7 +20,8 @@ sys.path.insert(0, REPO)
 import modes  # noqa: E402
 
 BASE = {'mode': 'standard', 'pause_rate': 0.1, 'reflect_rate': 0.1, 'reflect_hidden': False, 'reflect_repeat': False,
-        'num_reason_tokens': 1, 'reason_delay': 1, 'reason_stopgrad': False, 'answer_only': False, 'num_pause_tokens': 0}
+        'num_reason_tokens': 1, 'reason_delay': 1, 'reason_stopgrad': False, 'reason_heads': 0, 'answer_only': False,
+        'num_pause_tokens': 0}
 INSERTED = [0, 1, 0, 2, 0]  # pause/reflection: a fixed pattern instead of a random draw, with one step of two
 VARIANTS = {  # file name: (overrides, extras after each of the 5 text tokens)
     'standard': ({'mode': 'standard'}, [0] * 5),

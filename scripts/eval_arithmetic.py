@@ -25,7 +25,6 @@ accuracy.json are reused while its checkpoint, val.bin and max_problems are unch
 (--force=True redoes them).
 """
 
-import contextlib
 import csv
 import json
 import os
@@ -42,8 +41,9 @@ import reporting  # noqa: E402
 from checkpoints import is_finished, load_checkpoint, model_from_checkpoint, read_metrics  # noqa: E402
 from configurator import configure, fail  # noqa: E402
 from dataset import data_dir_of, load_problems, score  # noqa: E402
-from grids import load_grid, own_setting, run_dir, shown  # noqa: E402
-from modes import LAYOUT_KEYS, generate, inference_mode  # noqa: E402
+from grids import load_grid, own_setting, run_dir, run_or_grid, shown  # noqa: E402
+from generation import generate  # noqa: E402
+from modes import LAYOUT_KEYS, inference_mode  # noqa: E402
 from reporting import SHORT  # noqa: E402
 from training import config_of  # noqa: E402
 
@@ -240,12 +240,7 @@ def main(argv=None):
     for k in SHORT:
         parse_list(k, c[k])  # fail early on malformed lists
     with torch.no_grad():  # scoped, so a caller in the same process (the tests) keeps autograd
-        if c['grid']:
-            grid_path = os.path.abspath(c['grid'])
-            with contextlib.chdir(REPO):  # grid paths are relative to the repo root
-                evaluate_grid(grid_path, c)
-        else:
-            evaluate_run(c['out_dir'], c)
+        run_or_grid(c, evaluate_run, evaluate_grid)
 
 
 if __name__ == '__main__':

@@ -81,6 +81,14 @@ def test_int_accepted_for_float_key():
     assert config['min_lr'] == 0.0 and type(config['min_lr']) is float
 
 
+def test_infinity_accepted_for_float_key():
+    """inf is no Python literal, but a float knob may need it (sample.py's --think_threshold=inf)."""
+    config = configure(DEFAULTS, ['--learning_rate=inf', '--min_lr=-inf'])
+    assert config['learning_rate'] == float('inf') and config['min_lr'] == -float('inf')
+    with pytest.raises(SystemExit, match="expects float"):
+        configure(DEFAULTS, ['--learning_rate=infinite'])
+
+
 def test_int_accepted_for_float_key_in_config_file(tmp_path):
     path = write(tmp_path, 'cfg.py', "learning_rate = 2\n")
     config = configure(DEFAULTS, [path])

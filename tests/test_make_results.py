@@ -89,6 +89,14 @@ def made(tmp_path_factory):
         write_summary(tmp / 'sc.py', LOSSES, clean=[SAME])
         for name in PLOTS:
             write_png(tmp / 'sc' / name)
+        with open(tmp / 'sc' / 'thinking.csv', 'w', newline='') as f:  # scripts/eval_thinking.py --grid
+            w = csv.writer(f)
+            w.writerow(['variant', 'seed', 'budget', 'think_threshold', 'think_max', 'context', 'slots_per_token',
+                        'val_loss', 'seconds'])
+            for seed, loss in zip([1, 2, 3], [2.0, 2.1, 2.2]):
+                w.writerow([SAME, seed, 'none', 'inf', 0, 14, 0.0, loss, 1.0])
+                w.writerow([SAME, seed, 'entropy > 2', 2.0, 4, 14, 0.5 * seed, loss + 0.3, 1.0])
+        write_png(tmp / 'sc' / 'thinking.png')
         arith = {'StdPT-StdFT': dict(mode='standard'), 'PausePT-PauseFT': dict(mode='pause', num_pause_tokens=4)}
         write_grid(tmp / 'ar.py', 'config/arithmetic/pretrain.py', tmp / 'ar', arith)
         write_summary(tmp / 'ar.py', {name: [0.5, 0.51, 0.49] for name in arith})
@@ -155,9 +163,17 @@ def test_verdicts(made):
     assert "higher beyond the seed spread: PausePT-PauseFT (+30.0)" in reading  # 80% against 50%, own inference
 
 
+def test_compute_against_quality_curves(made):
+    """A grid's thinking.csv (scripts/eval_thinking.py) becomes a table over seeds per budget."""
+    text = made['text']
+    assert '### Compute against quality at inference' in text and 'contexts of 14 text tokens' in text
+    lines = [line for line in row(text, SAME) if '| entropy > 2 |' in line]
+    assert lines == [f"| {SAME} | entropy > 2 | 1.000 ± 0.500 | 2.4000 ± 0.1000 | 3 |"]
+
+
 def test_plots_are_copied(made):
     tmp = made['tmp']
-    for src, dst in [*((tmp / 'sc' / n, f'shakespeare_char_{n}') for n in PLOTS),
+    for src, dst in [*((tmp / 'sc' / n, f'shakespeare_char_{n}') for n in (*PLOTS, 'thinking.png')),
                      (tmp / 'ar' / 'accuracy_vs_pauses.png', 'arithmetic_accuracy_vs_pauses.png')]:
         assert (tmp / 'results' / dst).read_bytes() == src.read_bytes()
         assert f"(results/{dst})" in made['text']

@@ -39,7 +39,8 @@ MOVED = 1e-3  # "changed": well above float noise with the weights below
 
 def make_mode(name, records=None, **kw):
     cfg = dict(mode=name, pause_rate=0.0, reflect_rate=0.0, reflect_hidden=False, reflect_repeat=False,
-               num_reason_tokens=1, reason_delay=1, reason_stopgrad=False, answer_only=False, num_pause_tokens=0)
+               num_reason_tokens=1, reason_delay=1, reason_stopgrad=False, reason_heads=0, answer_only=False,
+               num_pause_tokens=0)
     cfg.update(kw)
     assert set(LAYOUT_KEYS) <= set(cfg)
     return Mode(cfg, VT, records)
@@ -436,7 +437,7 @@ def test_reflect_hidden_train_loss_matches_reference_mask(backend, monkeypatch):
     torch.testing.assert_close(loss, ref_loss, rtol=0, atol=1e-6)
     for n in g:
         torch.testing.assert_close(g[n], ref_g[n], rtol=1e-4, atol=1e-5, msg=lambda m: f'{n}: {m}')
-    assert lay.attended_pairs == int(allow.sum())
+    assert lay.attended_pairs() == int(allow.sum())
 
 
 # ---- reasoning ----------------------------------------------------------------------------------
@@ -497,7 +498,7 @@ def test_reasoning_visibility_matches_spec(N, K, stopgrad):
         assert torch.equal(lay.vis.allow, causal) and torch.equal(lay.vis.no_grad, no_grad)
     else:
         assert torch.equal(lay.vis.allow, allow) and lay.vis.no_grad is None
-    assert lay.attended_pairs == int(allow.sum())
+    assert lay.attended_pairs() == int(allow.sum())
 
 
 def test_reason_delay_zero_uses_causal_fast_path():
@@ -556,6 +557,134 @@ def test_reasoning_information_flow_all_slots(N, K):
             assert D[s[j], s[i]] <= SAME
 
 
+# ---- reasoning in a subset of heads --------------------------------------------------------------
+
+def head_spec(T, n_head, h, K):
+    """(n_head, T, T) visibility from the spec: causal, and in the last h heads step s does not see
+    the text tokens of steps s-K .. s (itself included)."""
+    q, k = torch.meshgrid(torch.arange(T), torch.arange(T), indexing='ij')
+    causal = k <= q
+    hidden = causal & (q - k <= K)
+    return torch.stack([causal & ~hidden if head >= n_head - h else causal for head in range(n_head)])
+
+
+def head_mode(h, K=1, stopgrad=False):
+    return make_mode('reasoning', num_reason_tokens=0, reason_heads=h, reason_delay=K, reason_stopgrad=stopgrad)
+
+
+def head_outputs(model, batch, layer=0):
+    """(B, nh, L, hs): every head's attention output in `layer` (the input of its c_proj)."""
+    got = {}
+    proj = model.transformer.h[layer].attn.c_proj
+    handle = proj.register_forward_pre_hook(lambda m, args: got.update(y=args[0]))
+    try:
+        with torch.no_grad():
+            model(**dict(batch, predict=torch.arange(batch['idx'].size(1))))
+    finally:
+        handle.remove()
+    B, L, C = got['y'].shape
+    nh = model.config.n_head
+    return got['y'].view(B, L, nh, C // nh).transpose(1, 2)
+
+
+@pytest.mark.parametrize('h,K,stopgrad', [(1, 1, False), (2, 1, False), (1, 2, False), (1, 1, True), (2, 2, True)])
+def test_reason_heads_visibility_and_flops(h, K, stopgrad):
+    """No extra slots; the rule per head as the spec says; hidden pairs are not counted as FLOPs and
+    stop-gradient ones are (the count is standard's up to the hidden pairs)."""
+    T, n_head = 12, 2
+    mode = head_mode(h, K, stopgrad)
+    lay = mode.layout(mode.train_counts(T, None))
+    assert len(lay) == T and lay.slot is None and torch.equal(lay.pos, torch.arange(T))
+    assert mode.n_positions(T) == T and mode.num_reason == 0 and lay.vis.read is None
+    visible, passing = lay.vis.dense(n_head)
+    spec = head_spec(T, n_head, h, K)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    if stopgrad:
+        assert torch.equal(visible, causal.expand(n_head, T, T)) and torch.equal(passing, spec)
+        assert lay.attended_pairs(n_head) == T * (T + 1) // 2
+    else:
+        assert torch.equal(visible, spec) and torch.equal(passing, spec)
+        assert lay.attended_pairs(n_head) == pytest.approx(spec.sum().item() / n_head)
+    std = make_mode('standard')
+    model = tiny_model(std, T)
+    ratio = mode.flops_per_text_token(model, T) / std.flops_per_text_token(model, T)
+    assert ratio == 1.0 if stopgrad else 0.97 < ratio < 1.0
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+@pytest.mark.parametrize('h,K', [(1, 1), (2, 1), (1, 3)])
+def test_reason_heads_perturbation_per_head(h, K, backend):
+    """Perturb the input of one step: in the plain heads every later query's output moves; in the
+    last h heads only queries K+1 or more steps later do, and a query with no visible key outputs zero."""
+    T = 10
+    mode = head_mode(h, K)
+    model = tiny_model(mode, T)
+    model.set_attention(backend)
+    b = mode.train_batch(make_chunk(2, T), mode.train_counts(T, None))
+    base = head_outputs(model, b)  # (B, nh, T, hs)
+    n_head = model.config.n_head
+    for head in range(n_head - h, n_head):
+        assert base[:, head, :K + 1].abs().max() == 0  # steps 0..K see no key there
+    for t in (0, 2, 5):
+        add = torch.zeros(T, model.config.n_embd)
+        add[t] = torch.randn(model.config.n_embd, generator=gen(t))
+        with Perturb(model, add):
+            out = head_outputs(model, b)
+        diff = (out - base).abs().amax(dim=(0, 3))  # (nh, T)
+        for head in range(n_head):
+            moved = torch.arange(T) >= t
+            if head >= n_head - h:  # step t moves through its own query (when it weighs two keys or more),
+                moved &= (torch.arange(T) > t + K) | (torch.arange(T) == t) & (t > K + 1)  # K steps see none of it
+            assert (diff[head][~moved] <= SAME).all(), (head, t, diff[head])
+            assert (diff[head][moved] > MOVED).all(), (head, t, diff[head])
+
+
+def test_reason_heads_all_heads_information_flow():
+    """With every head reasoning, a 2-layer model's output at step s depends on its own input (the
+    residual) and on steps that are K+1 or more behind through attention, composed over two layers."""
+    T, K = 9, 1
+    mode = make_mode('reasoning', num_reason_tokens=0, reason_heads=2, reason_delay=K)
+    model = tiny_model(mode, T)
+    b = mode.train_batch(make_chunk(1, T), mode.train_counts(T, None))
+    A = head_spec(T, 2, 2, K)[0] | torch.eye(T, dtype=torch.bool)  # attention in every head, plus the residual
+    assert_flow(influence(model, b), reach2(A), 'reason_heads=n_head')
+
+
+@pytest.mark.parametrize('h,K', [(1, 1), (2, 2)])
+@pytest.mark.parametrize('stopgrad', [False, True])
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_reason_heads_gradients_match_per_pair_reference(h, K, stopgrad, backend, monkeypatch):
+    """Every gradient equals the autograd reference built from the spec's per-head masks (hidden
+    pairs masked, stop-gradient pairs through detached k and v)."""
+    T = 10
+    mode = head_mode(h, K, stopgrad)
+    model = tiny_model(mode, T)
+    model.set_attention(backend)
+    b = mode.train_batch(make_chunk(3, T), mode.train_counts(T, None))
+    spec = head_spec(T, 2, h, K)
+    causal = torch.ones(2, T, T, dtype=torch.bool).tril()
+    allow, no_grad = (causal, causal & ~spec) if stopgrad else (spec, torch.zeros_like(spec))
+    loss, g = grads(model, b)
+    with monkeypatch.context() as mp:
+        mp.setattr(model_module.CausalSelfAttention, 'forward', reference_attention(allow, no_grad))
+        ref_loss, ref_g = grads(model, b)
+    _, plain_g = grads(model, with_vis(b, None))
+    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=1e-6)
+    for n in g:
+        torch.testing.assert_close(g[n], ref_g[n], rtol=1e-4, atol=1e-5, msg=lambda m: f'{n}: {m}')
+    assert max((g[n] - plain_g[n]).abs().max() for n in g) > 1e-4  # the rule changes the gradients
+
+
+def test_reason_heads_with_reasoning_slots_or_elsewhere_is_an_error():
+    with pytest.raises(ValueError, match='num_reason_tokens=0'):
+        make_mode('reasoning', num_reason_tokens=1, reason_heads=1)
+    with pytest.raises(ValueError, match="mode='reasoning'"):
+        make_mode('reflection', reason_heads=1)
+    model = tiny_model(make_mode('standard'), 8)
+    with pytest.raises(ValueError, match='head'):  # more heads than the model has
+        model(**head_mode(3).train_batch(make_chunk(1, 8), torch.zeros(8, dtype=torch.long)))
+
+
 # ---- stop-gradient ------------------------------------------------------------------------------
 
 def reference_attention(allow, no_grad):
@@ -574,7 +703,7 @@ def reference_attention(allow, no_grad):
         s_live = q @ k.transpose(-2, -1) / math.sqrt(hs)
         s_dead = q @ k.detach().transpose(-2, -1) / math.sqrt(hs)
         s = torch.where(ng, s_dead, s_live).masked_fill(~a, float('-inf'))
-        p = torch.softmax(s, dim=-1)
+        p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # a row with no visible key outputs zero
         y = (p * ~ng) @ v + (p * ng) @ v.detach()
         y = y.transpose(1, 2).contiguous().view(B, q.size(2), C)
         return self.resid_dropout(self.c_proj(y))
@@ -652,7 +781,7 @@ def test_last_block_computing_only_text_slots_changes_nothing(N, K, stopgrad, ba
     counts = mode.train_counts(T, None)
     lay = mode.layout(counts)
     assert lay.vis.read.tolist() == (lay.kind == TEXT).nonzero().squeeze(1).tolist()
-    assert lay.read_pairs == int(spec_masks(mode, lay)[0][lay.kind == TEXT].sum()) < lay.attended_pairs
+    assert lay.read_pairs() == int(spec_masks(mode, lay)[0][lay.kind == TEXT].sum()) < lay.attended_pairs()
     b = mode.train_batch(make_chunk(3, T), counts)
     full = with_vis(b, every_row(b['vis']))
     loss, g = grads(model, b)
@@ -674,8 +803,8 @@ def test_last_block_computing_only_text_slots_changes_nothing(N, K, stopgrad, ba
     c = model.config
     layer = sum(p.numel() for p in model.transformer.h[0].parameters())
     c_attn = sum(p.numel() for p in model.transformer.h[0].attn.c_attn.parameters())
-    skipped = 6 * (layer - c_attn) * (len(lay) - T) + 3 * 4 * c.n_embd * (lay.attended_pairs - lay.read_pairs)
-    assert model_flops == model.flops_per_layout(lay.attended_pairs, len(lay), T) - skipped
+    skipped = 6 * (layer - c_attn) * (len(lay) - T) + 3 * 4 * c.n_embd * (lay.attended_pairs() - lay.read_pairs())
+    assert model_flops == model.flops_per_layout(lay.attended_pairs(), len(lay), T) - skipped
 
 
 @pytest.mark.parametrize('N,K', [(1, 1), (2, 2), (3, 1)])
@@ -770,6 +899,7 @@ def test_eval_batch_one_prediction_per_text_token(name, kw):
 
 DEGENERATE = [
     ('reasoning', dict(num_reason_tokens=0)),
+    ('reasoning', dict(num_reason_tokens=0, reason_heads=0, reason_stopgrad=True)),
     ('reasoning', dict(num_reason_tokens=0, reason_delay=3, reason_stopgrad=True)),
     ('reasoning', dict(num_reason_tokens=0, reason_delay=0)),
     ('pause', dict(pause_rate=0.0)),

@@ -3,6 +3,7 @@ Sampling: the KV cache gives the uncached logits in every mode, the cached logit
 full forward pass over the inference layout, and sample.py works end to end from a trained run.
 """
 
+import csv
 import os
 import pickle
 import sys
@@ -14,7 +15,8 @@ import torch
 from conftest import REPO, run_together
 from kv_cache import KVCache
 from model import GPT, GPTConfig, Linear, pad_vocab
-from modes import NUM_SPECIAL_TOKENS, Mode, generate
+from generation import generate, teacher_forced
+from modes import NUM_SPECIAL_TOKENS, Mode
 from training import DEFAULTS
 
 TEXT_VOCAB = 40
@@ -134,6 +136,75 @@ def test_prompt_cropped_to_positions_samples_the_same(layout, knobs):
     full = generate(model, mode, x, new, temperature=0)
     tail = generate(model, mode, x[:, -16:], new, temperature=0)
     assert torch.equal(full[:, -new:], tail[:, -new:])
+
+
+# ---- adaptive thinking (think_policy='entropy') ------------------------------------------------
+
+THINKING = [
+    ('pause', dict(mode='pause')),
+    ('reflection', dict(mode='reflection')),
+    ('reflection-hidden', dict(mode='reflection', reflect_hidden=True)),
+    ('reflection-repeat', dict(mode='reflection', reflect_repeat=True)),
+]
+
+
+def thinking(layout, n_positions, threshold, most=3):
+    return tiny(layout, dict(think_policy='entropy', think_threshold=threshold, think_max=most), n_positions)
+
+
+def median_entropy(layout):
+    """A threshold that sends some tokens to think and not others on these weights and prompts."""
+    model, mode = tiny(layout, dict(num_reflect_tokens=0) if layout['mode'] == 'reflection' else {}, 64)
+    _, logits = generate(model, mode, prompt(), 12, temperature=0, return_logits=True)
+    return float(torch.special.entr(torch.softmax(logits, -1)).sum(-1).median())
+
+
+@pytest.mark.parametrize('n_positions,new', [(64, 12), (16, 24)], ids=['fits', 'cropped'])
+@pytest.mark.parametrize('layout', [m[1] for m in THINKING], ids=[m[0] for m in THINKING])
+def test_thinking_kv_cache_matches_recompute_and_teacher_forcing(layout, n_positions, new):
+    """Rows that think different amounts: the cached decoder gives the uncached decisions and
+    logits, and teacher forcing on the sampled text makes the same decisions with the same losses."""
+    model, mode = thinking(layout, n_positions, median_entropy(layout))
+    x = prompt(P=3)
+    out_c, logits_c = generate(model, mode, x, new, temperature=0, kv_cache=True, return_logits=True)
+    out_r, logits_r = generate(model, mode, x, new, temperature=0, kv_cache=False, return_logits=True)
+    assert torch.equal(out_c, out_r)
+    torch.testing.assert_close(logits_c[..., :TEXT_VOCAB], logits_r[..., :TEXT_VOCAB], rtol=0, atol=1e-5)
+    loss, counts = teacher_forced(model, mode, out_c)
+    assert counts.shape == (2, x.size(1) + new - 1)
+    assert 0 < int((counts > 0).sum()) < counts.numel()  # some tokens think, others do not
+    assert not torch.equal(counts[0], counts[1])  # the two rows have layouts of their own
+    sampled = torch.nn.functional.cross_entropy(logits_c.transpose(1, 2), out_c[:, x.size(1):], reduction='none')
+    torch.testing.assert_close(loss[:, x.size(1) - 1:], sampled, rtol=0, atol=1e-4)
+    _, counts_r = teacher_forced(model, mode, out_c, kv_cache=False)
+    assert torch.equal(counts, counts_r)
+
+
+@pytest.mark.parametrize('n_positions', [64, 16], ids=['fits', 'cropped'])
+@pytest.mark.parametrize('layout', [m[1] for m in THINKING[1:]], ids=[m[0] for m in THINKING[1:]])
+def test_thinking_thresholds_at_the_extremes_are_the_fixed_policy(layout, n_positions):
+    """think_threshold=inf is no thinking, 0 with think_max=M is M reflections after every token."""
+    x, new = prompt(P=4), 16
+    for threshold, most, fixed in ((float('inf'), 3, 0), (0.0, 2, 2)):
+        model, mode = thinking(layout, n_positions, threshold, most)
+        out, logits = generate(model, mode, x, new, temperature=0, return_logits=True)
+        model, reference = tiny(layout, dict(num_reflect_tokens=fixed), n_positions)
+        ref_out, ref_logits = generate(model, reference, x, new, temperature=0, return_logits=True)
+        assert torch.equal(out, ref_out)
+        torch.testing.assert_close(logits[..., :TEXT_VOCAB], ref_logits[..., :TEXT_VOCAB], rtol=0, atol=1e-5)
+        assert bool((teacher_forced(model, mode, out)[1] == fixed).all())
+
+
+def test_thinking_policy_errors():
+    for layout, knobs, needle in [
+        (dict(mode='standard'), {}, 'needs a pause- or reflection-mode checkpoint'),
+        (dict(mode='reasoning', num_reason_tokens=1), {}, 'needs a pause- or reflection-mode checkpoint'),
+        (dict(mode='reflection'), dict(think_policy='sometimes'), "think_policy='sometimes' is not one of"),
+        (dict(mode='reflection'), dict(think_max=-1), 'think_max >= 0'),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            Mode({**DEFAULTS, **layout, 'think_policy': 'entropy', 'think_threshold': 1.0, 'think_max': 2, **knobs},
+                 TEXT_VOCAB)
 
 
 def test_sampling_is_reproducible_with_a_generator():
@@ -265,6 +336,7 @@ def test_sample_long_prompt(trained, mode, char_data, tmp_path, capsys):
     (['--top_k=-5'], 'top_k >= 0'),
     (['--device=cuda:99'], "device='cuda:99'"),
     (['--device=tpu'], "device='tpu'"),
+    (['--think_policy=entropy'], "needs a pause- or reflection-mode checkpoint, this one is mode standard"),
 ])
 def test_sample_errors_in_process(trained, argv, needle):
     import sample
@@ -311,3 +383,24 @@ def test_sample_inference_knobs_reach_the_mode(char_data, tmp_path, monkeypatch,
     assert mode.cfg['reflect_hidden'] == layout.get('reflect_hidden', False)
     with pytest.raises(SystemExit, match='too few'):  # more thinking slots than positions
         sample.main([f'--out_dir={out}', f"{knob.split('=')[0]}=100"])
+
+
+def test_sample_entropy_policy_cli_and_compute_curve(char_data, tmp_path, capsys):
+    """sample.py's adaptive thinking gives the same greedy text without the KV cache, and
+    scripts/eval_thinking.py writes every budget of the curve (CSV, table, plot) next to the run."""
+    sys.path.insert(0, os.path.join(REPO, 'scripts'))
+    import eval_thinking
+    out = fake_run(tmp_path / 'run', char_data, mode='reflection')
+    argv = [f'--out_dir={out}', '--start=ROMEO:', '--max_new_tokens=12', '--num_samples=2', '--temperature=0',
+            '--think_policy=entropy', '--think_threshold=1.5', '--think_max=3']
+    assert sample_main(capsys, *argv) == sample_main(capsys, *argv, '--kv_cache=False')
+    eval_thinking.main([f'--out_dir={out}', '--eval_batches=1', '--fixed=1,2', '--thresholds=1,2,3,4,5'])
+    rows = list(csv.DictReader(open(out / 'thinking.csv')))
+    assert [r['budget'] for r in rows] == ['none', 'fixed 1', 'fixed 2', 'entropy > 1', 'entropy > 2', 'entropy > 3',
+                                           'entropy > 4', 'entropy > 5']
+    slots = [float(r['slots_per_token']) for r in rows]
+    assert slots[:3] == [0.0, 1.0, 2.0] and all(0 <= s <= 4 for s in slots[3:])
+    n_positions = torch.load(out / 'ckpt.pt')['model_args']['n_positions']
+    assert all(float(r['val_loss']) > 0 for r in rows)
+    assert int(rows[0]['context']) == n_positions // 5  # the most whose layout fits 4 thinking slots per token
+    assert (out / 'thinking.png').stat().st_size > 0 and 'entropy > 3' in (out / 'thinking.md').read_text()

@@ -10,9 +10,9 @@ seeds each, at equal text tokens; 'standard, FLOPs of reasoning N=1' is standard
 training FLOPs of reasoning N=1 (about 2x the iterations, see scripts/ablate.py). Val losses are per
 text token, on the same fixed batches in every run, so they compare across modes.
 
-Expected time: roughly 45 min on 2 cores with --jobs=2 (27 runs). Per 1000-iteration run at one
+Expected time: roughly 70 min on 2 cores with --jobs=2 (39 runs). Per 1000-iteration run at one
 thread, standard takes ~1 min of training; pause and reflection ~1.2x that, hidden reflection
-~2x, reasoning N=1 (any K, stopgrad) ~3x, N=3 ~8x (masked attention on a CPU is dense), standard at
+~2x, reasoning N=1 (any K, stopgrad) ~3x, reasoning heads ~1.5x, N=3 ~8x (masked attention on a CPU is dense), standard at
 reasoning's FLOPs ~2x; the 9 evals of 100 batches per split add ~30% (~60% for pause and
 reflection, which also evaluate without their inserted tokens). Reruns skip finished runs.
 """
@@ -37,5 +37,12 @@ variants = {
     'reasoning N=3': dict(mode='reasoning', num_reason_tokens=3, reason_delay=1),
     'reasoning N=1 stopgrad': dict(mode='reasoning', num_reason_tokens=1, reason_delay=1, reason_stopgrad=True),
     'reasoning N=1 K=2': dict(mode='reasoning', num_reason_tokens=1, reason_delay=2),
+    # the reasoning rule on the text tokens themselves in the last h of the 4 heads: standard's FLOPs
+    'reasoning heads h=1': dict(mode='reasoning', num_reason_tokens=0, reason_heads=1, reason_delay=1),
+    'reasoning heads h=2': dict(mode='reasoning', num_reason_tokens=0, reason_heads=2, reason_delay=1),
+    'reasoning heads h=1 stopgrad': dict(mode='reasoning', num_reason_tokens=0, reason_heads=1, reason_delay=1,
+                                         reason_stopgrad=True),
+    'reasoning heads h=2 stopgrad': dict(mode='reasoning', num_reason_tokens=0, reason_heads=2, reason_delay=1,
+                                         reason_stopgrad=True),
     'standard, FLOPs of reasoning N=1': dict(mode='standard', flops_budget_of='reasoning N=1'),
 }
