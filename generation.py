@@ -118,9 +118,9 @@ class ThinkingDecoder:
     returns the next-token logits read there. The discarded slots stay in the KV cache, masked out
     of that row's later queries; positions count the kept slots only. So every row computes exactly
     what a sequence holding only its kept slots would, one pass per text token. When a row's
-    layout and the slots it wants no longer fit the position table, its oldest text tokens are
-    dropped (with their slots) and the cache is rebuilt from the rows' windows, left-padded;
-    kv_cache=False rebuilds it every step and so recomputes everything.
+    layout and think_max more slots no longer fit the position table, its oldest text tokens are
+    dropped (with their slots) and the cache is rebuilt from the rows' windows, left-padded, in the
+    pass that feeds the block; kv_cache=False rebuilds it every step and so recomputes everything.
     """
 
     def __init__(self, model, mode, prompt, kv_cache=True):
@@ -128,6 +128,9 @@ class ThinkingDecoder:
         self.device, B = prompt.device, prompt.size(0)
         self.n_positions = model.config.n_positions
         self.block = 1 + self.policy.max_slots  # a text slot and its candidate thinking slots
+        # the window leaves room for every slot the policy may want (none at +inf): the fixed
+        # policy's window with N = think_max, and the fixed N=0 window when it never thinks
+        self.reserve = 0 if self.policy.threshold == float('inf') else self.policy.max_slots
         self.capacity = 2 * self.n_positions * self.block  # cache slots before it is rebuilt compactly
         self.text = prompt[:, :1]  # (B, n): the last column is the token the next step feeds
         self.counts = torch.zeros(B, 0, dtype=torch.long, device=self.device)  # thinking slots kept per fed token
@@ -146,38 +149,31 @@ class ThinkingDecoder:
     def step(self):
         """Decide the current token's thinking slots; return the next token's (B, V) text logits."""
         B = self.text.size(0)
-        self._crop([1] * B)  # the text slot itself must fit
-        while True:
-            logits, n, short = self._try_block()
-            if not short.any():
-                break
-            # a row wanted more slots than its window leaves room for: drop its oldest tokens until
-            # all think_max fit, and decide again (as the fixed policy's window holds its N slots)
-            self._crop([self.block if bool(s) else 1 for s in short])
+        self._crop(1 + self.reserve)
+        logits = self._feed_block()  # (B, block, V)
+        n = self.policy.slots(logits)  # (B,)
         self.keys['kept'][:, -self.block:] = torch.arange(self.block, device=self.device) <= n[:, None]
         self.counts = torch.cat((self.counts, n[:, None]), 1)
         self.used += n + 1
         return logits[torch.arange(B, device=self.device), n]
 
     def _crop(self, need):
-        """Drop each row's oldest text tokens (with their slots) until need[b] more positions fit."""
-        for b, k in enumerate(need):
-            while int(self.used[b]) + k > self.n_positions:
+        """Drop each row's oldest text tokens (with their slots) until `need` more positions fit."""
+        for b in range(self.text.size(0)):
+            while int(self.used[b]) + need > self.n_positions:
                 self.used[b] -= 1 + self.counts[b, self.start[b]]
                 self.start[b] += 1
                 self.cache = None  # the rows' windows changed: rebuild
 
-    def _try_block(self):
-        """Feed every row's current token and think_max candidate slots: (logits (B, block, V),
-        slots kept (B,), rows whose window was too short for the slots they wanted (B,))."""
+    def _feed_block(self):
+        """Feed every row's current token and think_max candidate slots: their text logits (B, block, V)."""
         B, t = self.text.size(0), self.text.size(1) - 1
-        room = (self.n_positions - 1 - self.used).clamp(max=self.block - 1)  # (B,) candidates with a position
         extra = self.mode.extra_id
         current = self.text[:, t:t + 1]
         ids = torch.cat((current, (current if extra < 0 else torch.full_like(current, extra)).expand(B, self.block - 1)), 1)
         kind = torch.full((B, self.block), self.mode.spec.extra_kind, device=self.device)
         kind[:, 0] = TEXT
-        # candidates past the position table get its last position: they are never kept
+        # at +inf (no room reserved) candidates past the position table get its last position: never kept
         pos = (self.used[:, None] + torch.arange(self.block, device=self.device)).clamp(max=self.n_positions - 1)
         new = dict(ids=ids, kind=kind, step=torch.full((B, self.block), t, device=self.device),
                    kept=torch.ones(B, self.block, dtype=torch.bool, device=self.device), pos=pos)
@@ -187,9 +183,7 @@ class ThinkingDecoder:
             new = {k: torch.cat((window[k], new[k]), 1) for k in new}
             self.cache = KVCache(self.model.config, B, self.capacity, self.device,
                                  next(self.model.parameters()).dtype) if self.kv_cache else None
-        logits = text_logits(self._forward(new, self.block), self.mode)  # (B, block, V)
-        n, short = self.policy.slots(logits, room)
-        return logits, n, short
+        return text_logits(self._forward(new, self.block), self.mode)
 
     def _windows(self):
         """Every row's window (the kept slots of its tokens before the current one), left-padded."""

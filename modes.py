@@ -106,16 +106,13 @@ class ThinkingPolicy:
     threshold: float
     max_slots: int
 
-    def slots(self, logits, room):
+    def slots(self, logits):
         """logits (B, 1 + max_slots, V) of a text token's slot and its thinking slots, special ids at
-        -inf; room (B,) how many thinking slots fit -> (thinking slots to keep (B,): up to the first
-        slot confident enough to commit, rows that wanted more than their room (B,) bool)."""
+        -inf -> (B,) thinking slots to keep: up to the first slot confident enough to commit."""
         entropy = torch.special.entr(F.softmax(logits.float(), dim=-1)).sum(-1)  # (B, 1 + max_slots)
-        think_on = entropy > self.threshold
-        last = torch.arange(self.max_slots + 1, device=logits.device) >= room[:, None]  # commits, whatever its entropy
-        n = (~think_on | last).int().argmax(-1)  # the first slot that commits
-        short = (n == room) & (room < self.max_slots) & think_on.gather(1, room[:, None]).squeeze(1)
-        return n, short
+        commits = entropy <= self.threshold
+        commits[:, -1] = True  # the last slot commits whatever its entropy
+        return commits.int().argmax(-1)  # the first slot that commits
 
 
 @dataclass
