@@ -127,10 +127,9 @@ class ThinkingDecoder:
         self.model, self.mode, self.policy, self.kv_cache = model, mode, mode.think, kv_cache
         self.device, B = prompt.device, prompt.size(0)
         self.n_positions = model.config.n_positions
-        self.block = 1 + self.policy.max_slots  # a text slot and its candidate thinking slots
-        # the window leaves room for every slot the policy may want (none at +inf): the fixed
-        # policy's window with N = think_max, and the fixed N=0 window when it never thinks
-        self.reserve = 0 if self.policy.threshold == float('inf') else self.policy.max_slots
+        # a text slot and its candidate thinking slots; the window always leaves room for them: the
+        # fixed policy's window with N = think_max (+inf has think_max 0: the N=0 window)
+        self.block = 1 + self.policy.max_slots
         self.capacity = 2 * self.n_positions * self.block  # cache slots before it is rebuilt compactly
         self.text = prompt[:, :1]  # (B, n): the last column is the token the next step feeds
         self.counts = torch.zeros(B, 0, dtype=torch.long, device=self.device)  # thinking slots kept per fed token
@@ -149,7 +148,7 @@ class ThinkingDecoder:
     def step(self):
         """Decide the current token's thinking slots; return the next token's (B, V) text logits."""
         B = self.text.size(0)
-        self._crop(1 + self.reserve)
+        self._crop(self.block)
         logits = self._feed_block()  # (B, block, V)
         n = self.policy.slots(logits)  # (B,)
         self.keys['kept'][:, -self.block:] = torch.arange(self.block, device=self.device) <= n[:, None]
@@ -173,8 +172,7 @@ class ThinkingDecoder:
         ids = torch.cat((current, (current if extra < 0 else torch.full_like(current, extra)).expand(B, self.block - 1)), 1)
         kind = torch.full((B, self.block), self.mode.spec.extra_kind, device=self.device)
         kind[:, 0] = TEXT
-        # at +inf (no room reserved) candidates past the position table get its last position: never kept
-        pos = (self.used[:, None] + torch.arange(self.block, device=self.device)).clamp(max=self.n_positions - 1)
+        pos = self.used[:, None] + torch.arange(self.block, device=self.device)
         new = dict(ids=ids, kind=kind, step=torch.full((B, self.block), t, device=self.device),
                    kept=torch.ones(B, self.block, dtype=torch.bool, device=self.device), pos=pos)
         if not self.kv_cache or self.cache is None or self.cache.length + self.block > self.capacity:

@@ -208,7 +208,7 @@ class Mode:
         threshold, most = float(config['think_threshold']), config['think_max']
         if threshold != threshold or most < 0:
             raise ValueError("think_threshold must be a number (inf: never think) and think_max >= 0")
-        return ThinkingPolicy(threshold, most)
+        return ThinkingPolicy(threshold, 0 if threshold == float('inf') else most)  # +inf never thinks
 
     # ---- how many extras follow each text token -------------------------------------------
 
