@@ -16,17 +16,24 @@ A grid file is plain Python, like a config:
     title = 'Tiny Shakespeare'      # optional: the report's section title (default: the file's name)
     baseline = 'standard'           # optional: the variant the others are compared with (default: the first)
     eval_args = '--num_pause_tokens=0,4'  # optional: evaluate with scripts/eval_arithmetic.py --grid=... these
+    prepare = ['python data/threesum/prepare.py']  # optional: the data commands (default: the base dataset's prepare.py)
+    min_effect = 5.0                # optional: the smallest difference worth resolving, stated up front, in
+                                    # accuracy points (evaluated grids) or val loss: a comparison within the
+                                    # seed spread is resolved when SPREAD x its SE is below it (reporting.compare)
 
 '{out[<variant>]}' in an override is that variant's out_dir for the same seed (pretrain ->
-finetune chains); such runs wait for it. Equal FLOPs: flops_budget_of='<variant>' scales this
-variant's max_iters and lr_decay_iters (warmup stays) by the ratio of the two variants' training
-FLOPs per iteration, so its total training FLOPs matches that variant's. FLOPs per text token are
+finetune chains); such runs wait for it. Equal FLOPs: flops_budget_of='<variant>' sets this
+variant's max_iters and lr_decay_iters (warmup stays) so that its training FLOPs plus those of the
+runs it starts from (its init_from chain) match that variant's plus its chain's: for runs from
+scratch, the reference's iterations scaled by the ratio of FLOPs per iteration; a finetune from a
+cheaper pretraining gets the difference as more finetuning steps. FLOPs per text token are
 train.py's own number, computed here without training: the mode's training layout priced by
 model.GPT.flops_per_layout, divided by block_size.
 """
 
 import contextlib
 import csv
+import json
 import os
 import re
 import shlex
@@ -38,8 +45,9 @@ from modes import INFERENCE_KNOBS, MODE_SPECS
 from training import DEFAULTS, check_config, mode_of, new_model
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-GRID_KEYS = ('base', 'common', 'seeds', 'out_root', 'variants', 'title', 'baseline', 'eval_args')
-OPTIONAL = ('common', 'title', 'baseline', 'eval_args')
+GRID_KEYS = ('base', 'common', 'seeds', 'out_root', 'variants', 'title', 'baseline', 'eval_args', 'min_effect',
+             'prepare')
+OPTIONAL = ('common', 'title', 'baseline', 'eval_args', 'min_effect', 'prepare')
 RUNNER_KEYS = ('out_dir', 'seed')  # every run gets its own; a grid may not set them
 PLACEHOLDER = re.compile(r'\{out\[([^\]]*)\]\}')
 
@@ -97,7 +105,13 @@ def load_grid(path):
     if not isinstance(grid['variants'], dict) or not grid['variants']:
         fail("variants must be a non-empty dict of name -> dict of overrides")
     grid = {'common': {}, 'title': os.path.splitext(os.path.basename(path))[0],
-            'baseline': next(iter(grid['variants'])), 'eval_args': '', **grid, 'path': os.path.abspath(path)}
+            'baseline': next(iter(grid['variants'])), 'eval_args': '', 'min_effect': None, 'prepare': None, **grid,
+            'path': os.path.abspath(path)}
+    if grid['prepare'] is not None and not (isinstance(grid['prepare'], list) and
+                                            all(isinstance(c, str) for c in grid['prepare'])):
+        fail(f"prepare must be a list of shell commands, got {grid['prepare']!r}")
+    if grid['min_effect'] is not None and not (isinstance(grid['min_effect'], (int, float)) and grid['min_effect'] > 0):
+        fail(f"min_effect must be a positive number, got {grid['min_effect']!r}")
     for key in ('out_root', 'title', 'eval_args'):
         if not isinstance(grid[key], str):
             fail(f"{key} must be a string, got {grid[key]!r}")
@@ -195,13 +209,21 @@ def flops_per_text_token(config):
     return mode.flops_per_text_token(new_model(config, mode), config['block_size'])
 
 
-def equal_flops_iters(ref_config, ref_flops_per_text_token, config, flops_per_text_token):
-    """(max_iters, lr_decay_iters) that give `config` the total training FLOPs of ref_config:
-    the reference's, scaled by the ratio of training FLOPs per iteration, rounded."""
-    def per_iter(c, f):
-        return c['gradient_accumulation_steps'] * c['batch_size'] * c['block_size'] * f
-    ratio = per_iter(ref_config, ref_flops_per_text_token) / per_iter(config, flops_per_text_token)
-    return round(ref_config['max_iters'] * ratio), round(ref_config['lr_decay_iters'] * ratio)
+def flops_per_iter(config):
+    """Training FLOPs of one iteration of a config (all micro-batches)."""
+    c = config
+    return c['gradient_accumulation_steps'] * c['batch_size'] * c['block_size'] * flops_per_text_token(c)
+
+
+def equal_flops_iters(ref_config, ref_per_iter, config, per_iter, ref_upstream=0.0, upstream=0.0):
+    """(max_iters, lr_decay_iters) that give `config` plus the runs it starts from (`upstream`
+    training FLOPs) the total training FLOPs of ref_config plus its own (`ref_upstream`); both
+    scaled from the reference's, rounded (lr_decay_iters keeps the reference's share of max_iters)."""
+    iters = (ref_config['max_iters'] * ref_per_iter + ref_upstream - upstream) / per_iter
+    if iters < 1:
+        fail(f"the FLOPs budget leaves no iterations ({iters:.2f}): the runs this variant starts from already "
+             f"cost more than its reference")
+    return round(iters), round(iters * ref_config['lr_decay_iters'] / ref_config['max_iters'])
 
 
 def plan(grid):
@@ -212,18 +234,29 @@ def plan(grid):
     order = in_dependency_order(variants, deps)
     configs = {name: train_config(grid, name, fill_placeholders(overrides[name], grid, grid['seeds'][0]))
                for name in variants}
-    for name, o in variants.items():
-        if 'flops_budget_of' not in o:
-            continue
-        ref = o['flops_budget_of']
-        if ref not in variants or 'flops_budget_of' in variants[ref]:
+    budgets = {name: o['flops_budget_of'] for name, o in variants.items() if 'flops_budget_of' in o}
+    for name, ref in budgets.items():
+        if ref not in variants or ref in budgets:
             fail(f"variant {name!r}: flops_budget_of={ref!r} must name another variant that has no flops_budget_of")
-        if 'max_iters' in o or 'lr_decay_iters' in o:
+        if 'max_iters' in variants[name] or 'lr_decay_iters' in variants[name]:
             fail(f"variant {name!r} sets max_iters or lr_decay_iters and flops_budget_of: drop one")
-        max_iters, decay_iters = equal_flops_iters(configs[ref], flops_per_text_token(configs[ref]),
-                                                   configs[name], flops_per_text_token(configs[name]))
-        overrides[name].update(max_iters=max_iters, lr_decay_iters=decay_iters)
-        configs[name].update(max_iters=max_iters, lr_decay_iters=decay_iters)
+    per_iter = {name: flops_per_iter(configs[name]) for name in variants}
+
+    def upstream(name):
+        """Training FLOPs of the runs a finetune starts from (its init_from chain)."""
+        source = PLACEHOLDER.findall(str(overrides[name].get('init_from', '')))
+        return total(source[0]) if source else 0.0
+
+    def total(name):
+        return configs[name]['max_iters'] * per_iter[name] + upstream(name)
+    # budgets in an order where a reference and the runs it starts from are final before they are read
+    for name in in_dependency_order(variants, {n: deps[n] + ([budgets[n]] if n in budgets else []) for n in variants}):
+        if name in budgets:
+            ref = budgets[name]
+            max_iters, decay_iters = equal_flops_iters(configs[ref], per_iter[ref], configs[name], per_iter[name],
+                                                       upstream(ref), upstream(name))
+            overrides[name].update(max_iters=max_iters, lr_decay_iters=decay_iters)
+            configs[name].update(max_iters=max_iters, lr_decay_iters=decay_iters)
     runs = []
     for seed in grid['seeds']:  # seed-major: one seed of every variant comes first
         for name in order:
@@ -282,6 +315,29 @@ def write_summary(path, grid, results):
                     'flops_per_text_token': last['flops_per_text_token'], 'train_time_s': last['train_time_s'],
                     'text_tok_s': last['text_tok_s'], 'slot_tok_s': last['slot_tok_s'], 'out_dir': run.out_dir,
                     'command': shlex.join(command(grid, run, run.init_from))})
+
+
+def add_wall_time(out_root, seconds, jobs, machine):
+    """Add one invocation's wall time to out_root/budget.json: what running the grid cost on `machine`,
+    summed over the invocations that trained (a grid run in pieces, or resumed, counts each piece)."""
+    path = os.path.join(out_root, 'budget.json')
+    budget = wall_times(out_root) or {'wall_s': 0.0, 'invocations': 0, 'jobs': [], 'machines': []}
+    budget = {'wall_s': budget['wall_s'] + seconds, 'invocations': budget['invocations'] + 1,
+              'jobs': sorted(set(budget['jobs']) | {jobs}),
+              'machines': budget['machines'] + [machine] * (machine not in budget['machines'])}
+    os.makedirs(out_root, exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(budget, f)
+    os.replace(path + '.tmp', path)
+
+
+def wall_times(out_root):
+    """budget.json of a grid (add_wall_time), or None when it has none."""
+    try:
+        with open(os.path.join(out_root, 'budget.json')) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def read_csv(path):

@@ -187,6 +187,12 @@ class Mode:
         if self.answer_only and records is None:
             raise ValueError("answer_only=True needs a dataset of prompt/answer records "
                              "(meta.pkl with record_len, prompt_len, answer_len), e.g. data/arithmetic")
+        # align_records=False: pretraining windows start anywhere, so records sit at every absolute
+        # position (as text does), not always at multiples of the record length
+        self.align_records = config.get('align_records', True)
+        if self.answer_only and not self.align_records:
+            raise ValueError("answer_only=True finds the answers by their offset from a record boundary: "
+                             "it needs align_records=True")
         self.pauses_after_prompts = spec.knob_after == 'prompt' and self.answer_only
         # extras per prompt or per token when generating: the value of the mode's inference knob
         self.num_at_inference = {None: 0, 'num_pause_tokens': self.num_pause_tokens, 'num_reason_tokens': self.num_reason,
@@ -220,8 +226,9 @@ class Mode:
 
     @property
     def chunk_align(self):
-        """Training and eval chunks start at multiples of this (record boundaries of record data)."""
-        return 1 if self.records is None else self.records.record_len
+        """Training and eval chunks start at multiples of this (record boundaries of record data,
+        unless align_records=False)."""
+        return self.records.record_len if self.records is not None and self.align_records else 1
 
     def train_counts(self, block_size, generator):
         """(T,) extras per text token for one training batch."""

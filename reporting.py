@@ -10,7 +10,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -89,20 +88,29 @@ KNOB_TITLES = {'num_pause_tokens': 'Robustness: accuracy against the number of p
 OPS = (('+', 'accuracy_add'), ('*', 'accuracy_mul'))  # accuracy.csv's per-op columns
 
 
-def compare(name, a, ref_name, b, fmt, unit=''):
-    """Mean of a minus mean of b, their spread (Welch's t), and the verdict against SPREAD x SE."""
+def compare(name, a, ref_name, b, fmt, unit='', min_effect=None):
+    """Mean of a minus mean of b, their spread (Welch's t), and the verdict against SPREAD x SE. With
+    min_effect (the smallest difference worth resolving, stated before the runs), a difference within
+    the spread is resolved when SPREAD x SE is below min_effect: no effect that large, at this many seeds."""
     diff = statistics.mean(a) - statistics.mean(b)
     if len(a) < 2 or len(b) < 2:
         return dict(name=name, ref=ref_name, diff=diff, std_a=None, std_b=None, se=None, t=None, beyond=None,
-                    verdict="one seed on a side: no spread to judge by")
+                    resolved=None, verdict="one seed on a side: no spread to judge by")
     std_a, std_b = statistics.stdev(a), statistics.stdev(b)
     se = math.sqrt(std_a ** 2 / len(a) + std_b ** 2 / len(b))
     beyond = abs(diff) > SPREAD * se
     t = diff / se if se else math.copysign(math.inf, diff) if diff else 0.0
-    verdict = (f"{'lower' if diff < 0 else 'higher'} than {ref_name} by {fmt.format(abs(diff))}{unit}, beyond the "
-               f"seed spread") if beyond else "within the seed spread"
+    resolved = True if beyond else None if min_effect is None else SPREAD * se < min_effect
+    if beyond:
+        verdict = f"{'lower' if diff < 0 else 'higher'} than {ref_name} by {fmt.format(abs(diff))}{unit}, beyond the seed spread"
+    elif min_effect is None:
+        verdict = "within the seed spread"
+    elif resolved:
+        verdict = f"within the seed spread, resolved ({SPREAD} × SE < {fmt.format(min_effect)}{unit}, the effect of interest)"
+    else:
+        verdict = f"within the seed spread, not resolved ({SPREAD} × SE ≥ {fmt.format(min_effect)}{unit}, the effect of interest)"
     return dict(name=name, ref=ref_name, diff=diff, std_a=std_a, std_b=std_b, se=se, t=t, beyond=beyond,
-                verdict=verdict)
+                resolved=resolved, verdict=verdict)
 
 
 def comparison_table(what, ref, comparisons, fmt, extra=()):
@@ -119,7 +127,9 @@ def grouped(comparisons, fmt):
     """'a (-0.0123), b (+0.0040)' lists of the variants beyond the spread below, above, within it,
     and of those with one seed (no spread to judge by)."""
     def names(cs):
-        return ', '.join(f"{c['name']} ({fmt.replace('{:', '{:+').format(c['diff'])})" for c in cs)
+        return ', '.join(f"{c['name']} ({fmt.replace('{:', '{:+').format(c['diff'])}"
+                         f"{'' if c['beyond'] or c.get('resolved') is None else ', resolved' if c['resolved'] else ', not resolved'})"
+                         for c in cs)
     return (names([c for c in comparisons if c['beyond'] and c['diff'] < 0]),
             names([c for c in comparisons if c['beyond'] and c['diff'] > 0]),
             names([c for c in comparisons if c['beyond'] is False]),
@@ -154,24 +164,22 @@ def variant_table(grid, runs):
     return table(header, rows)
 
 
-def plot_links(out_root, names, results_dir, prefix, output):
-    """Markdown image lines for the plots in out_root, as seen from the report `output`; with a
-    prefix they are first copied to results_dir as <prefix>_<name>."""
+def plot_links(out_root, names, output):
+    """Markdown image lines for the plots in out_root, as seen from the report `output`."""
     lines = []
     for name in names:
-        src = os.path.join(out_root, name)
-        if not os.path.exists(src):
-            lines += [f"(`{name}` not found in {shown(out_root)}.)", '']
-            continue
-        dst = os.path.join(results_dir, f"{prefix}_{name}") if prefix else src
-        if dst != src:
-            os.makedirs(results_dir, exist_ok=True)
-            shutil.copyfile(src, dst)
-        lines += [f"![{prefix} {name}]({os.path.relpath(dst, os.path.dirname(os.path.abspath(output)))})", '']
+        path = os.path.join(out_root, name)
+        lines += [f"![{name}]({os.path.relpath(path, os.path.dirname(os.path.abspath(output)))})" if os.path.exists(path)
+                  else f"(`{name}` not found in {shown(out_root)}.)", '']
     return lines
 
 
-def grid_section(grid, runs, jobs, output, results_dir='', prefix=''):
+def equal_flops_pairs(grid):
+    """[(thinking variant, the variant given its training FLOPs)] of a grid (flops_budget_of)."""
+    return [(o['flops_budget_of'], name) for name, o in grid['variants'].items() if 'flops_budget_of' in o]
+
+
+def grid_section(grid, runs, jobs, output):
     """
     The report of one grid: its commands, the final numbers per variant and the comparisons
     against the baseline and at equal training FLOPs (from summary.csv, here `runs`: {variant:
@@ -183,7 +191,8 @@ def grid_section(grid, runs, jobs, output, results_dir='', prefix=''):
     accuracy_rows = read_csv(os.path.join(out_root, 'accuracy.csv'))
     evaluated = grid['eval_args'] or accuracy_rows is not None
     eval_cmd = [f"python scripts/eval_arithmetic.py --grid={g} {grid['eval_args']}".rstrip()] if evaluated else []
-    commands = ['```', f"python {os.path.join(data_dir_of(configs[base]), 'prepare.py')}",
+    prepare = grid['prepare'] or [f"python {os.path.join(data_dir_of(configs[base]), 'prepare.py')}"]
+    commands = ['```', *prepare,
                 f"python scripts/ablate.py {g} --jobs={jobs}", *eval_cmd]
     lines = [f"## {grid['title']} (`{g}`)", '']
     if runs is None:
@@ -202,15 +211,17 @@ def grid_section(grid, runs, jobs, output, results_dir='', prefix=''):
     missing = missing_runs(grid, runs)
     if missing:
         lines += [f"Not finished (left out above): {', '.join(missing)}.", '']
-    lines += plot_links(out_root, PLOTS, results_dir, prefix, output)
+    lines += plot_links(out_root, PLOTS, output)
     tokens = {name: statistics.mean(values(rows, 'text_tokens')) for name, rows in runs.items()}
     vs_base, equal_flops = [], []
+    loss_effect = None if evaluated else grid['min_effect']  # an evaluated grid's min_effect is in accuracy points
     if base not in runs:
         lines += [f"No finished run of the baseline {base!r}: no comparison.", '']
     else:
         for name, rows in runs.items():  # only losses of the same kind compare (answer_only: the answers')
             if name != base and name in configs and configs[name]['answer_only'] == configs[base]['answer_only']:
-                c = compare(name, values(rows, 'val_loss'), base, values(runs[base], 'val_loss'), '{:.4f}')
+                c = compare(name, values(rows, 'val_loss'), base, values(runs[base], 'val_loss'), '{:.4f}',
+                            min_effect=loss_effect)
                 vs_base.append({**c, 'equal_tokens': tokens[name] == tokens[base],
                                 'extra': [f"{tokens[name] / tokens[base]:.2f}×"]})
         lines += [f"### Against {base}", '',
@@ -219,10 +230,10 @@ def grid_section(grid, runs, jobs, output, results_dir='', prefix=''):
                   f"{base}²/n {base}); Welch t = difference / SE. Verdict: beyond the seed spread when |difference| "
                   f"> {SPREAD} × SE.", '',
                   *comparison_table('val loss', base, vs_base, '{:.4f}', [f'text tokens (× {base})']), '']
-    for name, o in grid['variants'].items():
-        ref = o.get('flops_budget_of')
+    for ref, name in equal_flops_pairs(grid):
         if ref in runs and name in runs:
-            c = compare(ref, values(runs[ref], 'val_loss'), name, values(runs[name], 'val_loss'), '{:.4f}')
+            c = compare(ref, values(runs[ref], 'val_loss'), name, values(runs[name], 'val_loss'), '{:.4f}',
+                        min_effect=loss_effect)
             equal_flops.append({**c, 'extra': [name, f"{statistics.mean(values(runs[ref], 'train_flops')):.3g} vs "
                                                      f"{statistics.mean(values(runs[name], 'train_flops')):.3g}"]})
     if equal_flops:
@@ -233,8 +244,7 @@ def grid_section(grid, runs, jobs, output, results_dir='', prefix=''):
                                     ['equal-FLOPs run', 'training FLOPs']), '']
     thinking_rows = read_csv(os.path.join(out_root, 'thinking.csv'))
     if thinking_rows:
-        lines += thinking_section(thinking_rows, f"python scripts/eval_thinking.py --grid={g}", out_root,
-                                  results_dir, prefix, output)
+        lines += thinking_section(thinking_rows, f"python scripts/eval_thinking.py --grid={g}", out_root, output)
     facts = dict(grid=grid, runs=runs, vs_base=vs_base, equal_flops=equal_flops, config=configs[base],
                  text_tokens=tokens.get(base), missing=missing, evaluated=evaluated, accuracy=None)
     if accuracy_rows is None and evaluated:
@@ -242,7 +252,7 @@ def grid_section(grid, runs, jobs, output, results_dir='', prefix=''):
                   '```', *eval_cmd, '```', '']
     elif accuracy_rows is not None:
         acc_lines, facts['accuracy'] = accuracy_section(grid, accuracy_rows)
-        lines += acc_lines + plot_links(out_root, [ACCURACY_PLOT], results_dir, prefix, output)
+        lines += acc_lines + plot_links(out_root, [ACCURACY_PLOT], output)
     return lines, facts
 
 
@@ -293,12 +303,24 @@ def accuracy_section(grid, rows):
     own_acc, base = {v: a for v, a in own_acc.items() if a}, grid['baseline']
     if base not in own_acc:
         return lines, None
-    comparisons = [compare(v, a, base, own_acc[base], '{:.1f}', ' points') for v, a in own_acc.items() if v != base]
+    effect = grid['min_effect']
+    stated = f" The effect of interest, stated before the runs: {effect:g} points (`min_effect`)." if effect else ''
+    comparisons = [compare(v, a, base, own_acc[base], '{:.1f}', ' points', effect)
+                   for v, a in own_acc.items() if v != base]
     lines += [f"#### Accuracy against {base}", '',
               f"Exact-match accuracy (%) with each run's own inference, difference of means against {base} "
-              f"(positive: better), spread and verdict as for the losses.", '',
+              f"(positive: better), spread and verdict as for the losses.{stated}", '',
               *comparison_table('accuracy', base, comparisons, '{:.1f}'), '']
-    return lines, dict(base=base, base_acc=statistics.mean(own_acc[base]), comparisons=comparisons)
+    equal_flops = [compare(v, own_acc[v], ref, own_acc[ref], '{:.1f}', ' points', effect)
+                   for v, ref in equal_flops_pairs(grid) if v in own_acc and ref in own_acc]
+    if equal_flops:
+        lines += ["#### Accuracy at equal training FLOPs", '',
+                  "Each thinking variant against the standard run given its training FLOPs (`flops_budget_of`: more "
+                  "iterations); positive: the thinking variant is better.", '',
+                  *comparison_table('accuracy', 'equal-FLOPs run', [{**c, 'extra': [c['ref']]} for c in equal_flops],
+                                    '{:.1f}', ['equal-FLOPs run']), '']
+    return lines, dict(base=base, base_acc=statistics.mean(own_acc[base]), base_std=statistics.stdev(own_acc[base])
+                       if len(own_acc[base]) > 1 else None, comparisons=comparisons, equal_flops=equal_flops)
 
 
 def reading_line(intro, ref, comparisons, fmt, better):
@@ -339,9 +361,14 @@ def reading(grid, f, tokens_124m):
                      f"{'–' if c['se'] is None else format(SPREAD * c['se'], '.4f')}).")
     acc = f['accuracy']
     if acc:
+        spread = '' if acc['base_std'] is None else f" ± {acc['base_std']:.1f}"
         lines.append(reading_line(
             f"{title} exact-match accuracy with each run's own inference, against {acc['base']} "
-            f"({acc['base_acc']:.1f}%)", acc['base'], acc['comparisons'], '{:.1f}', 'higher'))
+            f"({acc['base_acc']:.1f}%{spread})", acc['base'], acc['comparisons'], '{:.1f}', 'higher'))
+        for c in acc['equal_flops']:
+            lines.append(f"- {title} accuracy at equal training FLOPs: {c['name']} against {c['ref']}: {c['verdict']} "
+                         f"(difference {c['diff']:+.1f} points, {SPREAD} × SE "
+                         f"{'–' if c['se'] is None else format(SPREAD * c['se'], '.1f')}).")
     elif f['evaluated']:
         lines.append(f"- {title}: no accuracy to read (eval not run, or no run of the baseline {base!r}).")
     if f['text_tokens']:
@@ -497,7 +524,7 @@ def write_thinking_plot(rows, path, title):
     plt.close(fig)
 
 
-def thinking_section(rows, command, out_root, results_dir, prefix, output):
+def thinking_section(rows, command, out_root, output):
     """RESULTS.md's compute-against-quality curves of a grid, from its thinking.csv rows."""
     return ["### Compute against quality at inference", '',
             "Each pause and reflection run evaluated under several inference budgets: no thinking, a fixed number "
@@ -506,4 +533,4 @@ def thinking_section(rows, command, out_root, results_dir, prefix, output):
             f"with the decisions sampling makes (generation.teacher_forced), on contexts of {rows[0]['context']} text "
             "tokens (the most whose layout fits the position table at the largest budget). Written by:", '',
             '```', command, '```', '', *thinking_table(rows), '',
-            *plot_links(out_root, [THINKING_PLOT], results_dir, prefix, output)]
+            *plot_links(out_root, [THINKING_PLOT], output)]

@@ -70,6 +70,7 @@ DEFAULTS = dict(
     # in pause mode, num_pause_tokens pauses after every prompt instead of pause_rate (finetuning)
     answer_only=False,
     num_pause_tokens=0,  # pauses after the prompt (answer_only training; sample.py has the same knob)
+    align_records=True,  # windows start at a record boundary (False: anywhere; pretraining only)
     # AdamW and the learning-rate schedule
     learning_rate=6e-4,
     max_iters=600000,

@@ -36,7 +36,7 @@ sys.path.insert(0, REPO)
 import reporting  # noqa: E402
 from checkpoints import is_finished, read_metrics  # noqa: E402
 from configurator import fail  # noqa: E402
-from grids import command, finished_runs, load_grid, plan, select, shown, summary, write_summary  # noqa: E402
+from grids import add_wall_time, command, finished_runs, load_grid, plan, select, shown, summary, write_summary  # noqa: E402
 
 
 def last_line(path):
@@ -49,7 +49,9 @@ def last_line(path):
 
 
 def execute(grid, runs, configs, jobs, wandb_group):
-    """Run what is not finished, `jobs` at once, dependencies first. Returns the failures."""
+    """Run what is not finished, `jobs` at once, dependencies first. Returns the failures; the wall
+    time of an invocation that trained anything is added to the grid's budget.json."""
+    t0, trained = time.time(), False
     total_threads = int(os.environ.get('OMP_NUM_THREADS') or 0) or len(os.sched_getaffinity(0))
     threads = max(1, total_threads // jobs)
     env = {**os.environ, 'OMP_NUM_THREADS': str(threads)}
@@ -98,6 +100,7 @@ def execute(grid, runs, configs, jobs, wandb_group):
                     proc = subprocess.Popen([sys.executable, *cmd[1:]], stdout=log, stderr=subprocess.STDOUT, env=env)
                 print(f"{label(started, run)}: running\n  {shlex.join(cmd)}", flush=True)
                 running.append((proc, run, started, time.time()))
+                trained = True
             time.sleep(0.2)
             for item in list(running):
                 proc, run, k, t0 = item
@@ -124,6 +127,9 @@ def execute(grid, runs, configs, jobs, wandb_group):
             proc.wait()
         raise SystemExit(f"interrupted: stopped {len(running)} run(s), each saved at its last step or eval; "
                          f"rerun the same command to resume")
+    finally:
+        if trained:
+            add_wall_time(grid['out_root'], time.time() - t0, jobs, reporting.machine().split(';')[0])
     return failures
 
 

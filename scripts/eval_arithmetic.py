@@ -208,7 +208,8 @@ def evaluate_grid(grid_path, c):
             setting, own = own_setting(config_of(report['config']))
             wanted = set(parse_list(setting, c[setting]) or []) | {own}
             rows += [[variant, seed, path, report['config']['mode'], r['setting'], r['value'], f"{r['accuracy']:.4f}",
-                      r['correct'], r['n'], f"{r['char_accuracy']:.4f}", r['per_op'].get('+', ''), r['per_op'].get('*', '')]
+                      r['correct'], r['n'], f"{r['char_accuracy']:.4f}", r['per_op'].get('+', ''), r['per_op'].get('*', ''),
+                      r['seconds']]
                      for r in report['results'] if r['setting'] == setting and r['value'] in wanted]
     if not rows:
         fail(f"no finished runs of {shown(grid_path)} under {out_root}: run "
@@ -216,7 +217,7 @@ def evaluate_grid(grid_path, c):
     with open(os.path.join(out_root, 'accuracy.csv'), 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['variant', 'seed', 'run_dir', 'mode', 'setting', 'value', 'accuracy', 'correct', 'n',
-                    'char_accuracy', 'accuracy_add', 'accuracy_mul'])
+                    'char_accuracy', 'accuracy_add', 'accuracy_mul', 'seconds'])
         w.writerows(rows)
     csv_rows = reporting.read_csv(os.path.join(out_root, 'accuracy.csv'))
     argv = ' '.join(f"--{k}={c[k]}" for k in ('max_problems', *SHORT) if c[k] != DEFAULTS[k])

@@ -9,14 +9,15 @@ each difference exceeds the seed spread, and what testing the same claims at GPT
 Inputs: grid files as arguments, each optionally GRID=OUT_ROOT to read its runs from another
 out_root (default: every grid of config/ablations/, those without eval_args first, then by name).
 Each grid's section is reporting.grid_section (also its results.md), from what scripts/ablate.py
-wrote in out_root (summary.csv, plots) and, for a grid with eval_args or an accuracy.csv, what
-`scripts/eval_arithmetic.py --grid=GRID <eval_args>` wrote (accuracy.csv, accuracy_vs_pauses.png);
-titles and baselines are the grid files'. A grid without summary.csv is an error unless
---allow_missing. The GPT-2 124M estimate comes from the OWT config files alone.
+wrote in out_root (summary.csv, budget.json, plots) and, for a grid with eval_args or an
+accuracy.csv, what `scripts/eval_arithmetic.py --grid=GRID <eval_args>` wrote (accuracy.csv,
+accuracy_vs_pauses.png), and scripts/eval_thinking.py (thinking.csv, thinking.png); titles and
+baselines are the grid files'. Those files are copied to --results_dir/<grid name>/ when the runs
+are here, and read from there: committed, they let any clone regenerate RESULTS.md. A grid with
+neither is an error unless --allow_missing. The GPT-2 124M estimate comes from the OWT config files.
 
-Outputs: RESULTS.md (--output) and the plots, copied to --results_dir as <dataset>_<plot>.png (the
-dataset of the grid's base config). No number here is typed in: each is read from those files or
-computed from them and the configs; the one hand-written paragraph has no digits.
+Outputs: RESULTS.md (--output) and results/<grid name>/. No number here is typed in: each is read
+from those files or computed from them and the configs; the one hand-written paragraph has no digits.
 
 The seed-spread screen: a difference of means counts as beyond the seed spread when it exceeds
 reporting.SPREAD x its standard error, sqrt(s_a^2/n_a + s_b^2/n_b) with sample stds s (Welch's t).
@@ -29,6 +30,7 @@ import glob
 import os
 import platform
 import shlex
+import shutil
 import sys
 
 import torch
@@ -37,7 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import reporting  # noqa: E402
 from configurator import configure, fail  # noqa: E402
-from grids import load_grid, shown, summary, values  # noqa: E402
+from grids import load_grid, read_csv, shown, summary, values, wall_times  # noqa: E402
 from reporting import SPREAD  # noqa: E402
 from training import DEFAULTS, KNOWN_PEAK_FLOPS, mode_of, new_model  # noqa: E402
 
@@ -65,16 +67,31 @@ def grid_paths(specs, cwd):
             for path, _, out_root in (spec.partition('=') for spec in specs)]
 
 
+REPORT_FILES = ('summary.csv', 'accuracy.csv', 'thinking.csv', 'budget.json', *reporting.PLOTS, reporting.ACCURACY_PLOT,
+                reporting.THINKING_PLOT)
+
+
 def load(grid_path, out_root, args):
-    """(grid, {variant: summary.csv rows} in grid order, or None when not run)."""
+    """(grid, {variant: summary.csv rows} in grid order, or None when not run). Where the grid's runs
+    are (its out_root, or OUT_ROOT), their report files are first copied to results_dir/<grid name>/,
+    replacing an earlier copy; the report reads that copy, so a clone regenerates RESULTS.md without
+    the runs."""
     grid = load_grid(grid_path)
-    grid['out_root'] = out_root or grid['out_root']
+    runs_root = out_root or grid['out_root']
+    saved = os.path.join(args.results_dir, os.path.splitext(os.path.basename(grid_path))[0])
+    if os.path.exists(os.path.join(runs_root, 'summary.csv')):
+        shutil.rmtree(saved, ignore_errors=True)  # files of an earlier version of the grid must not linger
+        os.makedirs(saved)
+        for name in REPORT_FILES:
+            if os.path.exists(os.path.join(runs_root, name)):
+                shutil.copyfile(os.path.join(runs_root, name), os.path.join(saved, name))
+    grid['out_root'] = saved
     runs = summary(grid)
     if runs is None and not args.allow_missing:
-        fail(f"no summary.csv in {grid['out_root']}: run `python scripts/ablate.py {shown(grid_path)} "
-             f"--jobs={args.jobs}` first (or pass --allow_missing)")
+        fail(f"no summary.csv in {shown(runs_root)} nor in {shown(saved)}: run `python scripts/ablate.py "
+             f"{shown(grid_path)} --jobs={args.jobs}` first (or pass --allow_missing)")
     if runs and not set(runs) & set(grid['variants']):
-        fail(f"{grid['out_root']}/summary.csv has none of the variants of {shown(grid_path)}: pass the grid file "
+        fail(f"{shown(saved)}/summary.csv has none of the variants of {shown(grid_path)}: pass the grid file "
              f"it was made from")
     return grid, runs
 
@@ -82,13 +99,19 @@ def load(grid_path, out_root, args):
 def machine_section(sections):
     lines = ["## Machine", '',
              f"This file was generated on: {reporting.machine()}; {platform.platform()}, Python "
-             f"{platform.python_version()}, {datetime.date.today()}. Run the grids and this script on the same "
-             f"machine.", '']
+             f"{platform.python_version()}, {datetime.date.today()}. Each grid's runs: the machine and budget "
+             f"below (budget.json, written by scripts/ablate.py).", '']
     for grid, facts in sections:
         if facts:
             times = [t for rows in facts['runs'].values() for t in values(rows, 'train_time_s')]
-            lines.append(f"- {grid['title']}: {len(times)} runs; training time (evals excluded) summed over runs "
-                         f"{sum(times) / 60:.1f} min, longest run {max(times) / 60:.1f} min.")
+            budget, evals = wall_times(grid['out_root']), read_csv(os.path.join(grid['out_root'], 'accuracy.csv'))
+            wall = (f"`scripts/ablate.py` wall time {budget['wall_s'] / 60:.1f} min with --jobs="
+                    f"{'/'.join(map(str, budget['jobs']))} (over {budget['invocations']} invocation(s)) on "
+                    f"{' and '.join(budget['machines'])}; " if budget else "no budget.json (wall time not recorded); ")
+            evaluated = (f"; exact-match eval {sum(values(evals, 'seconds')) / 60:.1f} min of generation"
+                         if evals and 'seconds' in evals[0] else '')
+            lines.append(f"- {grid['title']}: {len(times)} runs; {wall}training time (evals excluded) summed over "
+                         f"runs {sum(times) / 60:.1f} min, longest run {max(times) / 60:.1f} min{evaluated}.")
     return lines if lines[-1] == '' else lines + ['']
 
 
@@ -151,7 +174,8 @@ def main():
     p.add_argument('grids', nargs='*', metavar='GRID[=OUT_ROOT]',
                    help="grid files (default: config/ablations/*.py), each optionally with the out_root of its runs")
     p.add_argument('--output', default=os.path.join(REPO, 'RESULTS.md'))
-    p.add_argument('--results_dir', default=os.path.join(REPO, 'results'), help='where the plots are copied')
+    p.add_argument('--results_dir', default=os.path.join(REPO, 'results'),
+                   help="where each grid's report files are kept (results/<grid name>/), committed with RESULTS.md")
     p.add_argument('--assumed_mfu', type=float, default=0.4, help='model FLOPs utilisation for the GPU-hour estimate')
     p.add_argument('--owt_seeds', type=int, default=3, help='seeds per config in the GPU-hour estimate')
     p.add_argument('--jobs', type=int, default=2, help='the --jobs the grids ran with (shown in the commands)')
@@ -170,8 +194,7 @@ def main():
     sections, body = [], []  # (grid, facts of its section), the sections' lines
     for path, out_root in paths:
         grid, runs = load(path, out_root, args)
-        prefix = configure(DEFAULTS, [grid['base']])['dataset']
-        lines, facts = reporting.grid_section(grid, runs, args.jobs, args.output, args.results_dir, prefix)
+        lines, facts = reporting.grid_section(grid, runs, args.jobs, args.output)
         sections.append((grid, facts))
         body += lines
     owt_lines, owt = owt_section(args)
@@ -186,7 +209,7 @@ def main():
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, 'w') as f:
         f.write('\n'.join(text))
-    print(f"wrote {args.output} and the plots in {args.results_dir}")
+    print(f"wrote {args.output} from the grids' files in {args.results_dir}")
 
 
 if __name__ == '__main__':

@@ -68,11 +68,12 @@ def grid(char_data, tmp_path_factory):
     dirs = {name: out_root / slug / 'seed1' for name, slug in
             [(REF, 'reasoning-n1'), (EQUAL, 'standard-flops-of-reasoning-n1'), (BROKEN, 'broken')]}
     mtimes = {name: os.path.getmtime(d / 'metrics.jsonl') for name, d in dirs.items() if name != BROKEN}
+    budget = json.loads((out_root / 'budget.json').read_text())
     csv_rows = read_csv(out_root / 'summary.csv')
     with open(out_root / 'results.md') as f:
         results_md = f.read()
     second = ablate(tmp / 'grid.py')
-    return dict(tmp=tmp, out_root=out_root, dirs=dirs, first=first, second=second, mtimes=mtimes,
+    return dict(tmp=tmp, out_root=out_root, dirs=dirs, first=first, second=second, mtimes=mtimes, budget=budget,
                 csv_rows=csv_rows, results_md=results_md, common={**TINY, 'data_dir': str(char_data)})
 
 
@@ -125,14 +126,23 @@ def test_equal_flops_variant_trains_to_the_reference_flops(grid):
 
 
 def test_equal_flops_iters():
-    c = dict(max_iters=2000, lr_decay_iters=1800, gradient_accumulation_steps=1, batch_size=12, block_size=64)
+    c = dict(max_iters=2000, lr_decay_iters=1800)
     assert grids.equal_flops_iters(c, 10.3e6, c, 5.0e6) == (4120, 3708)
-    # FLOPs per iteration count: twice the batch at the same FLOPs per token gets half the steps
-    assert grids.equal_flops_iters(c, 5.0e6, {**c, 'batch_size': 24}, 5.0e6) == (1000, 900)
+    # a finetune at 5 FLOPs per iteration from a pretraining of 1000 FLOPs, against one of 2000 iterations
+    # at 10 from a pretraining of 3000: (20000 + 3000 - 1000) / 5 = 4400 iterations
+    assert grids.equal_flops_iters(c, 10.0, c, 5.0, ref_upstream=3000.0, upstream=1000.0) == (4400, 3960)
+    with pytest.raises(SystemExit, match='leaves no iterations'):
+        grids.equal_flops_iters(c, 1.0, c, 1.0, upstream=5000.0)
 
 
 def test_rerun_skips_finished_runs(grid):
     second = grid['second']
+    # the first invocation's wall time is the grid's budget; the rerun trained again only the crashed run
+    first = grid['budget']
+    assert first['invocations'] == 1 and first['jobs'] == [1] and 0 < first['wall_s'] < 600
+    assert len(first['machines']) == 1 and 'cores' in first['machines'][0]
+    again = json.loads((grid['out_root'] / 'budget.json').read_text())
+    assert again['invocations'] == 2 and again['wall_s'] > first['wall_s']
     assert second.returncode == 1  # the broken run is retried and crashes again
     for name in (REF, EQUAL):
         assert f"{name} seed 1: skip (finished)" in second.stdout
@@ -180,3 +190,24 @@ def test_dependencies_run_first_with_their_out_dir(tmp_path, monkeypatch):
     assert [(r.variant, r.seed) for r in runs] == [('pretrain', 1), ('finetune', 1), ('pretrain', 2), ('finetune', 2)]
     for run in runs[1::2]:
         assert run.deps == ['pretrain'] and run.init_from == str(tmp_path / 'out' / 'pretrain' / f'seed{run.seed}')
+
+
+def test_equal_flops_of_a_finetune_counts_the_pretraining_it_starts_from(tmp_path, monkeypatch):
+    """A standard finetune matched to a reasoning pretrain -> finetune chain gets the reasoning
+    pretraining's extra FLOPs as more finetuning steps: the two chains' totals agree to a step."""
+    monkeypatch.chdir(REPO)
+    # FLOPs per text token as at the CPU recipe's size (reasoning N=1 ~1.86x); this tiny model's are
+    # dominated by its output layer
+    monkeypatch.setattr(grids, 'flops_per_text_token', lambda c: {'standard': 5.0e6, 'reasoning': 9.3e6}[c['mode']])
+    variants = {'PT std': dict(mode='standard'), 'PT reasoning': dict(mode='reasoning', num_reason_tokens=1),
+                'FT reasoning': dict(mode='reasoning', num_reason_tokens=1, init_from='{out[PT reasoning]}'),
+                'FT std, FLOPs of FT reasoning': dict(mode='standard', init_from='{out[PT std]}',
+                                                      flops_budget_of='FT reasoning')}
+    write_grid(tmp_path / 'grid.py', tmp_path / 'out', TINY, variants)
+    _, configs = grids.plan(grids.load_grid(str(tmp_path / 'grid.py')))
+    cost = {name: grids.flops_per_iter(c) for name, c in configs.items()}
+    chains = {name: configs[name]['max_iters'] * cost[name] + configs[pt]['max_iters'] * cost[pt]
+              for name, pt in (('FT reasoning', 'PT reasoning'), ('FT std, FLOPs of FT reasoning', 'PT std'))}
+    # (4 + 4) x 9.3 - 4 x 5.0 = 54.4 standard-iteration units -> 11 finetuning steps at 5.0
+    assert configs['FT std, FLOPs of FT reasoning']['max_iters'] == round((8 * 9.3 - 4 * 5.0) / 5.0)
+    assert abs(chains['FT reasoning'] - chains['FT std, FLOPs of FT reasoning']) <= cost['PT std'] / 2

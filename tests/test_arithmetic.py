@@ -22,6 +22,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,9 +127,47 @@ def test_small_space_uses_every_problem(tmp_path, capsys):
     assert (meta['num_train'], meta['num_val']) == (9756, 244)
 
 
+def test_more_operands_and_filler(tmp_path, capsys):
+    """--operands=4: sums of four numbers, every record's answer right; --filler=3: the same problems
+    with three dots after '=' as part of the prompt, the other characters keeping their ids."""
+    plain, meta = make(tmp_path / 'plain', '--operands=4', '--add_digits=2', '--num_train=300', '--num_val=30')
+    assert (meta['record_len'], meta['prompt_len'], meta['answer_len']) == (16, 12, 3)  # 99 * 4 = 396
+    for split, text in plain.items():
+        records = [text[i:i + 16] for i in range(0, len(text), 16)]
+        assert len(records) == meta[f'num_{split}'] and len(set(records)) == len(records)
+        for record in records:
+            prompt, answer = record[:11], record[12:15]
+            numbers = prompt.split('+')
+            assert len(numbers) == 4 and all(len(x) == 2 for x in numbers) and record[11] == '=' and record[15] == '\n'
+            assert int(answer) == sum(int(x) for x in numbers)
+    dots, dmeta = make(tmp_path / 'dots', '--operands=4', '--add_digits=2', '--num_train=300', '--num_val=30',
+                       '--filler=3')
+    assert (dmeta['prompt_len'], dmeta['record_len'], dmeta['vocab_size']) == (15, 19, meta['vocab_size'] + 1)
+    assert all(dmeta['stoi'][ch] == i for ch, i in meta['stoi'].items())
+    assert {k: t.replace('=...', '=') for k, t in dots.items()} == plain
+
+
+def test_unaligned_windows_start_anywhere_and_answer_only_needs_aligned(tmp_path, capsys):
+    from dataset import get_chunk, records_of
+    from modes import Mode
+    from training import DEFAULTS
+    _, meta = make(tmp_path, '--num_train=300', '--num_val=30')
+    offsets = {}
+    for align in (True, False):
+        mode = Mode({**DEFAULTS, 'align_records': align}, meta['vocab_size'], records_of(str(tmp_path)))
+        chunk = get_chunk(str(tmp_path), 'train', 256, 26, torch.Generator().manual_seed(0), mode.chunk_align)
+        # the offset of each window's first '=': where in a record the window starts
+        offsets[align] = {int((row == meta['stoi']['=']).nonzero()[0]) for row in chunk}
+    assert offsets[True] == {meta['prompt_len'] - 1}
+    assert offsets[False] == set(range(meta['record_len']))
+    with pytest.raises(ValueError, match='needs align_records=True'):
+        Mode({**DEFAULTS, 'align_records': False, 'answer_only': True}, meta['vocab_size'], records_of(str(tmp_path)))
+
+
 @pytest.mark.parametrize('args,message', [
     (['--ops=-'], '--ops'), (['--ops=+,+'], '--ops'), (['--add_digits=0'], '--add_digits'),
-    (['--mul_digits=12'], '--mul_digits'), (['--num_val=0'], '--num_val'),
+    (['--mul_digits=12'], '--mul_digits'), (['--num_val=0'], '--num_val'), (['--operands=3', '--ops=*'], '--operands'),
+    (['--filler=-1'], '--filler'),
 ])
 def test_bad_arguments(tmp_path, args, message):
     r = subprocess.run([sys.executable, 'data/arithmetic/prepare.py', f'--out_dir={tmp_path}', *args],
@@ -257,7 +296,8 @@ def test_errors(runs, tmp_path):
     text.mkdir()
     (text / 'val.bin').write_bytes((data / 'val.bin').read_bytes())
     with open(text / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': prepare.STOI.__len__(), 'stoi': prepare.STOI, 'itos': prepare.ITOS}, f)
+        pickle.dump({'vocab_size': len(prepare.CHARS), 'stoi': {c: i for i, c in enumerate(prepare.CHARS)},
+                     'itos': dict(enumerate(prepare.CHARS))}, f)
     assert 'not a prompt/answer dataset' in err(f'--out_dir={ft}', f'--data_dir={text}', '--force=True')
     assert 'no meta.pkl' in err(f'--out_dir={ft}', f'--data_dir={tmp_path}', '--force=True')
 

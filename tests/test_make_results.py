@@ -37,12 +37,14 @@ FLOPS_PER_TOKEN = {STD: 5.0e6, BETTER: 10.0e6, SAME: 5.5e6, EQUAL: 5.0e6}
 ITERS = {STD: 1000, BETTER: 1000, SAME: 1000, EQUAL: 2000}
 PLOTS = ('val_vs_text_tokens.png', 'val_vs_flops.png', 'val_vs_time.png')
 ACCURACY_FIELDS = ['variant', 'seed', 'run_dir', 'mode', 'setting', 'value', 'accuracy', 'correct', 'n',
-                   'char_accuracy', 'accuracy_add', 'accuracy_mul']
+                   'char_accuracy', 'accuracy_add', 'accuracy_mul', 'seconds']
+PAUSE_FT, STD_FT, STD_FT_EQUAL = 'PausePT-PauseFT', 'StdPT-StdFT', 'StdPT-StdFT, FLOPs of PausePT-PauseFT'
 
 
-def write_grid(path, base, out_root, variants):
+def write_grid(path, base, out_root, variants, **keys):
     with open(path, 'w') as f:
         f.write(f"base = {base!r}\nseeds = [1, 2, 3]\nout_root = {str(out_root)!r}\nvariants = {variants!r}\n")
+        f.write(''.join(f"{k} = {v!r}\n" for k, v in keys.items()))
 
 
 def write_png(path):
@@ -97,14 +99,19 @@ def made(tmp_path_factory):
                 w.writerow([SAME, seed, 'none', 'inf', 0, 14, 0.0, loss, 1.0])
                 w.writerow([SAME, seed, 'entropy > 2', 2.0, 4, 14, 0.5 * seed, loss + 0.3, 1.0])
         write_png(tmp / 'sc' / 'thinking.png')
-        arith = {'StdPT-StdFT': dict(mode='standard'), 'PausePT-PauseFT': dict(mode='pause', num_pause_tokens=4)}
-        write_grid(tmp / 'ar.py', 'config/arithmetic/pretrain.py', tmp / 'ar', arith)
+        arith = {STD_FT: dict(mode='standard'), PAUSE_FT: dict(mode='pause', num_pause_tokens=4),
+                 STD_FT_EQUAL: dict(mode='standard', flops_budget_of=PAUSE_FT)}
+        write_grid(tmp / 'ar.py', 'config/arithmetic/pretrain.py', tmp / 'ar', arith, min_effect=5.0)
         write_summary(tmp / 'ar.py', {name: [0.5, 0.51, 0.49] for name in arith})
+        grids.add_wall_time(str(tmp / 'ar'), 600.0, 2, 'CPU A, 2 cores')  # two invocations of ablate.py --jobs=2
+        grids.add_wall_time(str(tmp / 'ar'), 120.0, 2, 'CPU A, 2 cores')
     finally:
         os.chdir(cwd)
     # accuracy per run: the own setting (0 pauses for StdFT, 4 for PauseFT) and one other setting that
-    # must not count (PauseFT evaluated with 0 pauses)
-    own = {'StdPT-StdFT': ('standard', 0, [0.50, 0.52, 0.48]), 'PausePT-PauseFT': ('pause', 4, [0.80, 0.82, 0.78])}
+    # must not count (PauseFT evaluated with 0 pauses); standard at PauseFT's FLOPs within 5 points of
+    # PauseFT with a small spread (resolved), StdFT far below it
+    own = {STD_FT: ('standard', 0, [0.50, 0.52, 0.48]), PAUSE_FT: ('pause', 4, [0.80, 0.82, 0.78]),
+           STD_FT_EQUAL: ('standard', 0, [0.79, 0.80, 0.78])}
     with open(tmp / 'ar' / 'accuracy.csv', 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(ACCURACY_FIELDS)
@@ -114,9 +121,9 @@ def made(tmp_path_factory):
                 run_dir.mkdir(parents=True)
                 with open(run_dir / 'accuracy.json', 'w') as g:
                     json.dump({'config': {'mode': mode, 'num_pause_tokens': m}}, g)
-                w.writerow([name, seed, run_dir, mode, 'num_pause_tokens', m, acc, 0, 100, acc, '', ''])
+                w.writerow([name, seed, run_dir, mode, 'num_pause_tokens', m, acc, 0, 100, acc, '', '', 30.0])
                 if m:
-                    w.writerow([name, seed, run_dir, mode, 'num_pause_tokens', 0, 0.1, 0, 100, 0.1, '', ''])
+                    w.writerow([name, seed, run_dir, mode, 'num_pause_tokens', 0, 0.1, 0, 100, 0.1, '', '', 30.0])
     with open(tmp / 'ar' / 'accuracy.md', 'w') as f:
         f.write("# Arithmetic exact-match accuracy\n\n| variant | accuracy |\n|---|---|\n| made up | here |\n")
     write_png(tmp / 'ar' / 'accuracy_vs_pauses.png')
@@ -163,6 +170,28 @@ def test_verdicts(made):
     assert "higher beyond the seed spread: PausePT-PauseFT (+30.0)" in reading  # 80% against 50%, own inference
 
 
+def test_accuracy_at_equal_flops_and_the_effect_of_interest(made):
+    text = made['text']
+    assert 'The effect of interest, stated before the runs: 5 points (`min_effect`).' in text
+    # PauseFT (80 ± 2) against standard given its FLOPs (79 ± 1): +1.0 points, 2 x SE = 2 sqrt(4/3 + 1/3) < 5
+    two_se = 2 * math.sqrt((0.02 ** 2 + 0.01 ** 2) / 3) * 100
+    line = [r for r in row(text, PAUSE_FT) if f"| {STD_FT_EQUAL} | +1.0 |" in r]  # the accuracy table's row
+    assert line == [f"| {PAUSE_FT} | {STD_FT_EQUAL} | +1.0 | 2.0 | 1.0 | {two_se:.1f} | {2 / two_se:+.1f} | within the seed spread, "
+                    f"resolved (2 × SE < 5.0 points, the effect of interest) |"]
+    reading = text[text.index('## Reading'):]
+    assert (f"accuracy at equal training FLOPs: {PAUSE_FT} against {STD_FT_EQUAL}: within the seed spread, resolved"
+            in reading)
+    assert f"against {STD_FT} (50.0% ± 2.0)" in reading
+
+
+def test_each_grid_states_its_budget(made):
+    machine = made['text'].split('## Machine')[1].split('\n## ')[0]
+    # budget.json: 720 s over two invocations; the accuracy eval: 12 rows of 30 s of generation
+    assert "`scripts/ablate.py` wall time 12.0 min with --jobs=2 (over 2 invocation(s)) on CPU A, 2 cores;" in machine
+    assert "exact-match eval 6.0 min of generation" in machine
+    assert "no budget.json (wall time not recorded)" in machine  # the loss grid did not record one
+
+
 def test_compute_against_quality_curves(made):
     """A grid's thinking.csv (scripts/eval_thinking.py) becomes a table over seeds per budget."""
     text = made['text']
@@ -171,12 +200,21 @@ def test_compute_against_quality_curves(made):
     assert lines == [f"| {SAME} | entropy > 2 | 1.000 ± 0.500 | 2.4000 ± 0.1000 | 3 |"]
 
 
-def test_plots_are_copied(made):
+def test_report_files_are_kept_and_regenerate_the_same_results(made, tmp_path):
     tmp = made['tmp']
-    for src, dst in [*((tmp / 'sc' / n, f'shakespeare_char_{n}') for n in (*PLOTS, 'thinking.png')),
-                     (tmp / 'ar' / 'accuracy_vs_pauses.png', 'arithmetic_accuracy_vs_pauses.png')]:
-        assert (tmp / 'results' / dst).read_bytes() == src.read_bytes()
-        assert f"(results/{dst})" in made['text']
+    for grid, names in (('sc', ['summary.csv', 'thinking.csv', *PLOTS, 'thinking.png']),
+                        ('ar', ['summary.csv', 'accuracy.csv', 'budget.json', 'accuracy_vs_pauses.png'])):
+        for name in names:
+            assert (tmp / 'results' / grid / name).read_bytes() == (tmp / grid / name).read_bytes()
+        for name in names[-1:]:
+            assert f"(results/{grid}/{name})" in made['text']
+    # without the runs (an out_root with nothing), the kept files give the same RESULTS.md
+    proc = make_results(f"{tmp / 'sc.py'}={tmp_path / 'gone'}", f"{tmp / 'ar.py'}={tmp_path / 'gone'}",
+                        f'--output={tmp / "RESULTS.md"}', f'--results_dir={tmp / "results"}',
+                        '--assumed_mfu=0.5', '--owt_seeds=2')
+    assert proc.returncode == 0, proc.stderr
+    again = (tmp / 'RESULTS.md').read_text()
+    assert again.split('## Machine')[1].split('\n', 2)[2] == made['text'].split('## Machine')[1].split('\n', 2)[2]
 
 
 def test_gpu_hours_of_train_gpt2_match_a_hand_computation(made):
@@ -206,8 +244,8 @@ def test_missing_grid(tmp_path, made):
             f'--output={tmp_path / "R.md"}', f'--results_dir={tmp_path / "results"}']
     proc = make_results(*args)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
-        f"error: no summary.csv in {empty}: run `python scripts/ablate.py config/ablations/arithmetic.py "
-        f"--jobs=2` first (or pass --allow_missing)"]
+        f"error: no summary.csv in {empty} nor in {tmp_path / 'results' / 'arithmetic'}: run `python "
+        f"scripts/ablate.py config/ablations/arithmetic.py --jobs=2` first (or pass --allow_missing)"]
     proc = make_results(*args, '--allow_missing')
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / 'R.md').read_text()

@@ -1,34 +1,47 @@
 """
-Pause pretraining x pause finetuning on arithmetic (Goyal et al. 2023, "Think before you speak"),
-and reasoning N=1 against standard, on a CPU: exact-match accuracy, 3 seeds.
+The downstream benchmark: pause pretraining x pause finetuning (Goyal et al. 2023, "Think before you
+speak"), with reasoning beside it and every thinking variant against a standard run given its training
+FLOPs, on a CPU: exact-match accuracy, 3 seeds.
 
-    python data/arithmetic/prepare.py
+    python data/arithmetic/prepare.py --ops=+,* --out_dir=data/arithmetic_mix
     python scripts/ablate.py config/ablations/arithmetic.py --jobs=2
     python scripts/eval_arithmetic.py --grid=config/ablations/arithmetic.py --num_pause_tokens=0,1,2,4,8 --num_reason_tokens=0,1
 
-The task is data/arithmetic's default: 3-digit addition, 40,000 problems to train on and 1,000
-held out ("123+945=1068"; answers most significant digit first, so the first answer digit needs
-every carry: extra computation before answering should help).
+The task: 3-digit addition and 2-digit multiplication, mixed (20,000 + 9,756 problems to train on,
+500 + 244 held out; " 42+900= 942", " 17* 23= 391": answers most significant digit first, so the
+first answer digit needs the whole computation). Why this task and this length:
+- On 3-digit addition alone (this grid's earlier version, 500 finetuning steps) the baseline's seeds
+  fell on both sides of the task's learning transition (53.8 ± 41.7%), and past it the same model
+  reaches 94% and more: no room above, no stable baseline. Finetuning here is twice as long, so every
+  seed of every variant is past the addition transition, and the mixture keeps the mean below 90%: the
+  model learns addition to nearly 100% and multiplication only in part, which leaves room both ways.
+  'StdPT-StdFT, 500 steps' is the training-length sweep's other point, in the grid.
+- StdPT-PauseFT's earlier collapse (0.7%) is the same transition, reached later: a 1-seed pilot at
+  500 steps had StdPT-StdFT at 6.7% (val 0.72 per answer character) and StdPT-PauseFT at 1.2% (val
+  1.18, at StdPT-StdFT's pre-transition plateau of 1.19 from step 250), and the positional
+  hypothesis did not hold: pretraining on windows that start anywhere (align_records=False, records at
+  every absolute position) gave 0.9% and 0.6%.
 
 Pretraining (config/arithmetic/pretrain.py: the CPU recipe's 4-layer, 128-wide model, next-token
-prediction over whole records, 400 steps) in standard, pause (10% random pauses) and reasoning
-(N=1) mode; then finetuning on the answers only (config/arithmetic/finetune.py, 500 steps, where
-standard finetuning is midway through learning the task) from those weights:
+prediction over whole records, 400 steps) in standard, pause (10% random pauses) and reasoning (N=1)
+mode; then finetuning on the answers only (config/arithmetic/finetune.py, here 1000 steps):
 
     StdPT-StdFT, PausePT-StdFT        no pauses
     StdPT-PauseFT, PausePT-PauseFT    M = 4 pauses after every prompt
-    reasoning N=1 FT                  reasoning mode, from the reasoning pretraining (against StdPT-StdFT)
+    reasoning N=1 FT                  reasoning mode, from the reasoning pretraining
 
-The eval scores greedy answers on the held-out problems with each run's own inference (M pauses for
-PauseFT, none for StdFT, N reasoning slots), at 0, 1, 2, 4, 8 pauses (the robustness curve:
-inference with fewer or more pauses than finetuning; standard runs then meet pauses they were
-never trained with) and reasoning runs at N=0 and 1. It writes out/ablations/arithmetic/accuracy.md,
-accuracy.csv and accuracy_vs_pauses.png; scripts/ablate.py's results.md has the val losses (per
-answer character for the finetunes).
+and, for each of the four thinking finetunes, 'StdPT-StdFT, FLOPs of <it>': standard finetuning from
+the standard pretraining given that chain's training FLOPs (pretraining plus finetuning; the cheaper
+standard pretraining's difference goes into more finetuning steps, grids.equal_flops_iters).
 
-Expected time on 2 cores with --jobs=2: roughly 45-50 minutes for the 24 runs (per seed at one
-thread about 2-4 min per pretraining, 8 min for reasoning, 2-4 min per finetuning), then a few
-minutes for the eval. Reruns skip finished runs.
+The eval scores greedy answers on the 744 held-out problems with each run's own inference (M pauses
+for PauseFT, none for StdFT, N reasoning slots), and at 0, 1, 2, 4, 8 pauses (accuracy against
+inference compute for the pause runs; standard runs then meet pauses they were never trained with)
+and reasoning runs at N=0 and 1. min_effect: the difference in accuracy points this grid is meant to
+resolve, stated before the runs.
+
+Expected time on 2 cores with --jobs=2: about 100 minutes for the 45 runs, then about 10 minutes for
+the eval; RESULTS.md states the measured budget. Reruns skip finished runs.
 """
 
 import os
@@ -41,26 +54,36 @@ def _settings(name):
     return keys
 
 
-# the finetunes: config/arithmetic/finetune.py where it differs from the base (pretrain.py);
-# out_dir and init_from come from the grid
+# the finetunes: config/arithmetic/finetune.py where it differs from the base (pretrain.py), but its
+# length (the equal-FLOPs runs set their own); out_dir and init_from come from the grid
 _pt, _ft = _settings('pretrain.py'), _settings('finetune.py')
-_ft = {k: v for k, v in _ft.items() if _pt.get(k) != v and k not in ('out_dir', 'init_from')}
+_ft = {k: v for k, v in _ft.items() if _pt.get(k) != v and k not in ('out_dir', 'init_from', 'max_iters', 'lr_decay_iters')}
+_ft.update(eval_interval=500)
+_STEPS = dict(max_iters=1000, lr_decay_iters=1000)
 _M = 4  # pauses after the prompt in pause finetuning
+_PAUSE_FT = dict(mode='pause', num_pause_tokens=_M)
+_REASON = dict(mode='reasoning', num_reason_tokens=1, reason_delay=1)
 
 base = 'config/arithmetic/pretrain.py'
+common = dict(dataset='arithmetic_mix')
+prepare = ['python data/arithmetic/prepare.py --ops=+,* --out_dir=data/arithmetic_mix']
 seeds = [1, 2, 3]
 out_root = 'out/ablations/arithmetic'
-title = 'Arithmetic'
+title = 'Arithmetic (downstream)'
 baseline = 'StdPT-StdFT'
+min_effect = 5.0  # accuracy points
 eval_args = '--num_pause_tokens=0,1,2,4,8 --num_reason_tokens=0,1'  # for scripts/eval_arithmetic.py --grid=<this file>
 variants = {
     'PT std': dict(mode='standard'),
     'PT pause': dict(mode='pause', pause_rate=0.1),
-    'PT reasoning N=1': dict(mode='reasoning', num_reason_tokens=1, reason_delay=1),
-    'StdPT-StdFT': dict(_ft, mode='standard', init_from='{out[PT std]}'),
-    'StdPT-PauseFT': dict(_ft, mode='pause', num_pause_tokens=_M, init_from='{out[PT std]}'),
-    'PausePT-StdFT': dict(_ft, mode='standard', init_from='{out[PT pause]}'),
-    'PausePT-PauseFT': dict(_ft, mode='pause', num_pause_tokens=_M, init_from='{out[PT pause]}'),
-    'reasoning N=1 FT': dict(_ft, mode='reasoning', num_reason_tokens=1, reason_delay=1,
-                             init_from='{out[PT reasoning N=1]}'),
+    'PT reasoning N=1': dict(_REASON),
+    'StdPT-StdFT': dict(_ft, **_STEPS, mode='standard', init_from='{out[PT std]}'),
+    'StdPT-PauseFT': dict(_ft, **_STEPS, **_PAUSE_FT, init_from='{out[PT std]}'),
+    'PausePT-StdFT': dict(_ft, **_STEPS, mode='standard', init_from='{out[PT pause]}'),
+    'PausePT-PauseFT': dict(_ft, **_STEPS, **_PAUSE_FT, init_from='{out[PT pause]}'),
+    'reasoning N=1 FT': dict(_ft, **_STEPS, **_REASON, init_from='{out[PT reasoning N=1]}'),
+    **{f'StdPT-StdFT, FLOPs of {v}': dict(_ft, mode='standard', init_from='{out[PT std]}', flops_budget_of=v)
+       for v in ('StdPT-PauseFT', 'PausePT-StdFT', 'PausePT-PauseFT', 'reasoning N=1 FT')},
+    'StdPT-StdFT, 500 steps': dict(_ft, mode='standard', init_from='{out[PT std]}', max_iters=500,
+                                   lr_decay_iters=500, eval_interval=250),
 }

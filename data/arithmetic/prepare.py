@@ -36,25 +36,27 @@ import numpy as np
 
 here = os.path.dirname(os.path.abspath(__file__))
 
-# one fixed vocabulary for every setting, so checkpoints carry over between arithmetic datasets
+# one fixed vocabulary for every setting, so checkpoints carry over between arithmetic datasets; filler
+# datasets add '.' after it (the others keep their ids and files)
 CHARS = sorted('\n +*=0123456789')
-STOI = {ch: i for i, ch in enumerate(CHARS)}
-ITOS = {i: ch for i, ch in enumerate(CHARS)}
+FILLER = '.'
+
 OPS = {'+': lambda a, b: a + b, '*': lambda a, b: a * b}
 MAX_DIGITS = 9  # operands and problem indices stay within int64
 
 
-def record_format(ops, add_digits, mul_digits):
+def record_format(ops, add_digits, mul_digits, operands=2):
     """(operand width, prompt_len, answer_len, record_len) for this choice of ops and sizes."""
     digits = {'+': add_digits, '*': mul_digits}
     width = max(digits[op] for op in ops)
-    answer_len = max(digits[op] + 1 if op == '+' else 2 * digits[op] for op in ops)
-    prompt_len = 2 * width + 2  # a, op, b, '='
+    answer_len = max(len(str(operands * (10 ** digits[op] - 1))) if op == '+' else 2 * digits[op] for op in ops)
+    prompt_len = operands * (width + 1)  # the operands, the ops between them, '='
     return width, prompt_len, answer_len, prompt_len + answer_len + 1
 
 
-def format_record(a, op, b, width, answer_len):
-    return f"{a:>{width}}{op}{b:>{width}}={OPS[op](a, b):>{answer_len}}\n"
+def format_record(numbers, op, width, answer_len, filler=0):
+    result = sum(numbers) if op == '+' else OPS[op](*numbers)
+    return op.join(f"{x:>{width}}" for x in numbers) + '=' + FILLER * filler + f"{result:>{answer_len}}\n"
 
 
 def split_counts(n, k):
@@ -62,29 +64,25 @@ def split_counts(n, k):
     return [n // k + (i < n % k) for i in range(k)]
 
 
-def make_problems(ops, add_digits, mul_digits, num_train, num_val, seed):
-    """{'train': [(a, op, b), ...], 'val': [...]}: distinct problems, disjoint splits, random order."""
+def make_problems(ops, add_digits, mul_digits, num_train, num_val, seed, operands=2):
+    """{'train': [((a, b, ...), op), ...], 'val': [...]}: distinct problems, disjoint splits, random order."""
     rng = np.random.Generator(np.random.PCG64(seed))
     digits = {'+': add_digits, '*': mul_digits}
     splits = {'train': [], 'val': []}
     for op, n_train, n_val in zip(ops, split_counts(num_train, len(ops)), split_counts(num_val, len(ops))):
         side = 10 ** digits[op]
-        space = side * side  # every (a, b) with a, b < 10^digits
+        space = side ** operands  # every tuple of operands < 10^digits
         if n_train + n_val > space:  # every problem, split in the requested proportion
             n_val = max(1, round(space * n_val / (n_train + n_val)))
             n_train = space - n_val
         index = rng.choice(space, size=n_train + n_val, replace=False)  # distinct problems
-        problems = [(int(i) // side, op, int(i) % side) for i in index]
+        problems = [(tuple(int(i) // side ** (operands - 1 - j) % side for j in range(operands)), op) for i in index]
         splits['val'] += problems[:n_val]
         splits['train'] += problems[n_val:]
     for name in ('train', 'val'):  # interleave the ops
         order = rng.permutation(len(splits[name]))
         splits[name] = [splits[name][i] for i in order]
     return splits
-
-
-def encode(text):
-    return np.array([STOI[ch] for ch in text], dtype=np.uint16)
 
 
 def parse_args(argv):
@@ -96,6 +94,11 @@ def parse_args(argv):
     parser.add_argument('--add_digits', type=int, default=3, help='max digits of each addition operand (default 3)')
     parser.add_argument('--mul_digits', type=int, default=2,
                         help='max digits of each multiplication operand (default 2)')
+    parser.add_argument('--operands', type=int, default=2,
+                        help="numbers per problem (default 2; more than 2 for '+' only: 12+ 7+40=059)")
+    parser.add_argument('--filler', type=int, default=0,
+                        help=f"{FILLER!r} characters after every '=', part of the prompt (default 0): filler text "
+                             f"in place of thinking tokens (Pfau et al. 2024's control)")
     parser.add_argument('--num_train', type=int, default=40000, help='training problems, over all ops (default 40000)')
     parser.add_argument('--num_val', type=int, default=1000, help='validation problems, over all ops (default 1000)')
     args = parser.parse_args(argv)
@@ -106,6 +109,10 @@ def parse_args(argv):
     for key in ('add_digits', 'mul_digits'):
         if not 1 <= getattr(args, key) <= MAX_DIGITS:
             sys.exit(f"error: --{key}={getattr(args, key)} must be between 1 and {MAX_DIGITS}")
+    if not 2 <= args.operands <= 8 or (args.operands > 2 and ops != ['+']):
+        sys.exit(f"error: --operands={args.operands} must be 2, or up to 8 with --ops=+ alone")
+    if args.filler < 0:
+        sys.exit(f"error: --filler={args.filler} must be >= 0")
     if args.num_train < 1 or args.num_val < 1:
         sys.exit(f"error: --num_train={args.num_train} and --num_val={args.num_val} must be at least 1")
     args.ops = ops
@@ -114,24 +121,29 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    width, prompt_len, answer_len, record_len = record_format(args.ops, args.add_digits, args.mul_digits)
-    splits = make_problems(args.ops, args.add_digits, args.mul_digits, args.num_train, args.num_val, args.seed)
+    width, prompt_len, answer_len, record_len = record_format(args.ops, args.add_digits, args.mul_digits, args.operands)
+    prompt_len, record_len = prompt_len + args.filler, record_len + args.filler
+    chars = CHARS + [FILLER] * (args.filler > 0)
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    splits = make_problems(args.ops, args.add_digits, args.mul_digits, args.num_train, args.num_val, args.seed,
+                           args.operands)
     os.makedirs(args.out_dir, exist_ok=True)
     for name, problems in splits.items():
-        text = ''.join(format_record(a, op, b, width, answer_len) for a, op, b in problems)
+        text = ''.join(format_record(numbers, op, width, answer_len, args.filler) for numbers, op in problems)
         assert len(text) == record_len * len(problems)
-        encode(text).tofile(os.path.join(args.out_dir, f'{name}.bin'))
+        np.array([stoi[ch] for ch in text], dtype=np.uint16).tofile(os.path.join(args.out_dir, f'{name}.bin'))
         print(f"{name}: {len(problems):,} problems, {len(text):,} tokens")
     meta = {
-        'vocab_size': len(CHARS), 'itos': ITOS, 'stoi': STOI, 'tokenizer': 'char',
+        'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': stoi, 'tokenizer': 'char',
         'record_len': record_len, 'prompt_len': prompt_len, 'answer_len': answer_len, 'operand_width': width,
-        'ops': list(args.ops), 'add_digits': args.add_digits, 'mul_digits': args.mul_digits, 'seed': args.seed,
+        'ops': list(args.ops), 'add_digits': args.add_digits, 'mul_digits': args.mul_digits,
+        'operands': args.operands, 'filler': args.filler, 'seed': args.seed,
         'num_train': len(splits['train']), 'num_val': len(splits['val']),
         'requested': {'num_train': args.num_train, 'num_val': args.num_val},
     }
     with open(os.path.join(args.out_dir, 'meta.pkl'), 'wb') as f:
         pickle.dump(meta, f)
-    example = format_record(*splits['train'][0], width, answer_len)
+    example = format_record(*splits['train'][0], width, answer_len, args.filler)
     print(f"records of {record_len} chars (prompt {prompt_len}, answer {answer_len}, newline), e.g. {example!r}")
 
 
