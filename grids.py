@@ -16,7 +16,7 @@ A grid file is plain Python, like a config:
     title = 'Tiny Shakespeare'      # optional: the report's section title (default: the file's name)
     baseline = 'standard'           # optional: the variant the others are compared with (default: the first)
     eval_args = '--num_pause_tokens=0,4'  # optional: evaluate with scripts/eval_arithmetic.py --grid=... these
-    prepare = ['python data/threesum/prepare.py']  # optional: the data commands (default: the base dataset's prepare.py)
+    prepare = ['python data/arithmetic/prepare.py --ops=+,*']  # optional: data commands (default: the base's prepare.py)
     min_effect = 5.0                # optional: the smallest difference worth resolving, stated up front, in
                                     # accuracy points (evaluated grids) or val loss: a comparison within the
                                     # seed spread is resolved when SPREAD x its SE is below it (reporting.compare)
@@ -365,6 +365,16 @@ def summary(grid):
 
 def values(rows, key):
     return [float(r[key]) for r in rows if r[key] != '']
+
+
+def chain_flops(grid, runs, name):
+    """Mean training FLOPs of a variant's runs ({variant: summary rows}) plus those of the runs it
+    starts from (its init_from chain): what flops_budget_of equalises; None if a run is missing."""
+    if not runs.get(name):
+        return None
+    source = PLACEHOLDER.findall(str(grid['variants'][name].get('init_from', '')))
+    upstream = chain_flops(grid, runs, source[0]) if source else 0.0
+    return None if upstream is None else sum(values(runs[name], 'train_flops')) / len(runs[name]) + upstream
 
 
 def missing_runs(grid, runs):

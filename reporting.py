@@ -17,7 +17,7 @@ import sys
 import torch
 
 from dataset import data_dir_of
-from grids import by_variant, missing_runs, own_settings, read_csv, shown, values, variant_config
+from grids import by_variant, chain_flops, missing_runs, own_settings, read_csv, shown, values, variant_config
 
 RESULT_TAG = 'RESULT_JSON '  # marks a child's one result line on stdout
 
@@ -234,12 +234,13 @@ def grid_section(grid, runs, jobs, output):
         if ref in runs and name in runs:
             c = compare(ref, values(runs[ref], 'val_loss'), name, values(runs[name], 'val_loss'), '{:.4f}',
                         min_effect=loss_effect)
-            equal_flops.append({**c, 'extra': [name, f"{statistics.mean(values(runs[ref], 'train_flops')):.3g} vs "
-                                                     f"{statistics.mean(values(runs[name], 'train_flops')):.3g}"]})
+            flops = [chain_flops(grid, runs, v) for v in (ref, name)]
+            equal_flops.append({**c, 'extra': [name, ' vs '.join('–' if f is None else f"{f:.3g}" for f in flops)]})
     if equal_flops:
         lines += ["### At equal training FLOPs", '',
                   "Each thinking-token variant against the variant given its training FLOPs (`flops_budget_of`: "
-                  "more iterations). Difference of mean final val loss, spread and verdict as above.", '',
+                  "more iterations; a finetune's FLOPs include the pretraining it starts from). Difference of mean "
+                  "final val loss, spread and verdict as above.", '',
                   *comparison_table('val loss', 'equal-FLOPs run', equal_flops, '{:.4f}',
                                     ['equal-FLOPs run', 'training FLOPs']), '']
     thinking_rows = read_csv(os.path.join(out_root, 'thinking.csv'))
@@ -251,7 +252,7 @@ def grid_section(grid, runs, jobs, output):
         lines += ["### Exact-match accuracy", '', f"Not run: {shown(out_root)} has no accuracy.csv. To run it:", '',
                   '```', *eval_cmd, '```', '']
     elif accuracy_rows is not None:
-        acc_lines, facts['accuracy'] = accuracy_section(grid, accuracy_rows)
+        acc_lines, facts['accuracy'] = accuracy_section(grid, accuracy_rows, runs)
         lines += acc_lines + plot_links(out_root, [ACCURACY_PLOT], output)
     return lines, facts
 
@@ -262,7 +263,7 @@ def percent(rows, key):
     return mean_std(vals, '{:.1f}') + (' (1 seed)' if len(vals) == 1 else '') if vals else '–'
 
 
-def accuracy_section(grid, rows):
+def accuracy_section(grid, rows, runs=None):
     """
     Exact-match accuracy of a grid from accuracy.csv's rows (scripts/eval_arithmetic.py): each run
     with its own inference (grids.own_setting), accuracy against each knob's values, and against
@@ -314,11 +315,16 @@ def accuracy_section(grid, rows):
     equal_flops = [compare(v, own_acc[v], ref, own_acc[ref], '{:.1f}', ' points', effect)
                    for v, ref in equal_flops_pairs(grid) if v in own_acc and ref in own_acc]
     if equal_flops:
+        def flops(c):  # training FLOPs of both chains, from summary.csv (runs)
+            both = [chain_flops(grid, runs, v) if runs else None for v in (c['name'], c['ref'])]
+            return ' vs '.join('–' if f is None else f"{f:.3g}" for f in both)
         lines += ["#### Accuracy at equal training FLOPs", '',
                   "Each thinking variant against the standard run given its training FLOPs (`flops_budget_of`: more "
-                  "iterations); positive: the thinking variant is better.", '',
-                  *comparison_table('accuracy', 'equal-FLOPs run', [{**c, 'extra': [c['ref']]} for c in equal_flops],
-                                    '{:.1f}', ['equal-FLOPs run']), '']
+                  "iterations; a finetune's FLOPs include the pretraining it starts from); positive: the thinking "
+                  "variant is better.", '',
+                  *comparison_table('accuracy', 'equal-FLOPs run', [{**c, 'extra': [c['ref'], flops(c)]}
+                                                                     for c in equal_flops],
+                                    '{:.1f}', ['equal-FLOPs run', 'training FLOPs']), '']
     return lines, dict(base=base, base_acc=statistics.mean(own_acc[base]), base_std=statistics.stdev(own_acc[base])
                        if len(own_acc[base]) > 1 else None, comparisons=comparisons, equal_flops=equal_flops)
 

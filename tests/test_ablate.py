@@ -211,3 +211,11 @@ def test_equal_flops_of_a_finetune_counts_the_pretraining_it_starts_from(tmp_pat
     # (4 + 4) x 9.3 - 4 x 5.0 = 54.4 standard-iteration units -> 11 finetuning steps at 5.0
     assert configs['FT std, FLOPs of FT reasoning']['max_iters'] == round((8 * 9.3 - 4 * 5.0) / 5.0)
     assert abs(chains['FT reasoning'] - chains['FT std, FLOPs of FT reasoning']) <= cost['PT std'] / 2
+
+
+def test_chain_flops_adds_the_pretraining_a_finetune_starts_from():
+    grid = {'variants': {'PT': {}, 'FT': {'init_from': '{out[PT]}'}, 'FT2': {'init_from': '{out[FT]}'}}}
+    runs = {'PT': [{'train_flops': '10'}, {'train_flops': '30'}], 'FT': [{'train_flops': '5'}],
+            'FT2': [{'train_flops': '1'}]}
+    assert grids.chain_flops(grid, runs, 'PT') == 20 and grids.chain_flops(grid, runs, 'FT2') == 26
+    assert grids.chain_flops(grid, {**runs, 'PT': []}, 'FT') is None  # a missing pretraining: not known

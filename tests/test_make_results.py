@@ -175,8 +175,10 @@ def test_accuracy_at_equal_flops_and_the_effect_of_interest(made):
     assert 'The effect of interest, stated before the runs: 5 points (`min_effect`).' in text
     # PauseFT (80 ± 2) against standard given its FLOPs (79 ± 1): +1.0 points, 2 x SE = 2 sqrt(4/3 + 1/3) < 5
     two_se = 2 * math.sqrt((0.02 ** 2 + 0.01 ** 2) / 3) * 100
-    line = [r for r in row(text, PAUSE_FT) if f"| {STD_FT_EQUAL} | +1.0 |" in r]  # the accuracy table's row
-    assert line == [f"| {PAUSE_FT} | {STD_FT_EQUAL} | +1.0 | 2.0 | 1.0 | {two_se:.1f} | {2 / two_se:+.1f} | within the seed spread, "
+    line = [r for r in row(text, PAUSE_FT) if f"| {STD_FT_EQUAL} |" in r and "| +1.0 |" in r]  # the accuracy table's
+    flops = 600 * 12 * 64 * 1e6  # write_summary's made-up runs: 600 iterations, 1 MFLOP per text token
+    assert line == [f"| {PAUSE_FT} | {STD_FT_EQUAL} | {flops:.3g} vs {flops:.3g} | +1.0 | 2.0 | 1.0 | {two_se:.1f} | "
+                    f"{2 / two_se:+.1f} | within the seed spread, "
                     f"resolved (2 × SE < 5.0 points, the effect of interest) |"]
     reading = text[text.index('## Reading'):]
     assert (f"accuracy at equal training FLOPs: {PAUSE_FT} against {STD_FT_EQUAL}: within the seed spread, resolved"
