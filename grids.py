@@ -10,7 +10,8 @@ A grid file is plain Python, like a config:
     variants = {                                       # name -> overrides, in this order
         'standard': dict(mode='standard'),
         'reasoning N=1': dict(mode='reasoning', num_reason_tokens=1),
-        'standard, FLOPs of reasoning N=1': dict(mode='standard', flops_budget_of='reasoning N=1'),
+        'standard, FLOPs of reasoning N=1': dict(mode='standard', flops_budget_of='reasoning N=1'),  # or a list of
+                                        # variants of the same training FLOPs, each compared with this run
         'reasoning N=1, finetuned': dict(mode='reasoning', init_from='{out[reasoning N=1]}', learning_rate=1e-4),
     }
     title = 'Tiny Shakespeare'      # optional: the report's section title (default: the file's name)
@@ -209,6 +210,15 @@ def flops_per_text_token(config):
     return mode.flops_per_text_token(new_model(config, mode), config['block_size'])
 
 
+def flops_references(overrides):
+    """The variants a variant's flops_budget_of names: one, or a list whose training FLOPs agree (the
+    first sets the iterations; each is compared with this run)."""
+    refs = overrides['flops_budget_of']
+    if not (isinstance(refs, str) or isinstance(refs, list) and refs and all(isinstance(r, str) for r in refs)):
+        fail(f"flops_budget_of={refs!r} must name a variant, or be a list of variant names")
+    return [refs] if isinstance(refs, str) else refs
+
+
 def flops_per_iter(config):
     """Training FLOPs of one iteration of a config (all micro-batches)."""
     c = config
@@ -234,10 +244,12 @@ def plan(grid):
     order = in_dependency_order(variants, deps)
     configs = {name: train_config(grid, name, fill_placeholders(overrides[name], grid, grid['seeds'][0]))
                for name in variants}
-    budgets = {name: o['flops_budget_of'] for name, o in variants.items() if 'flops_budget_of' in o}
-    for name, ref in budgets.items():
-        if ref not in variants or ref in budgets:
-            fail(f"variant {name!r}: flops_budget_of={ref!r} must name another variant that has no flops_budget_of")
+    references = {name: flops_references(o) for name, o in variants.items() if 'flops_budget_of' in o}
+    budgets = {name: refs[0] for name, refs in references.items()}  # the one whose FLOPs set the iterations
+    for name, refs in references.items():
+        for ref in refs:
+            if ref not in variants or ref in budgets:
+                fail(f"variant {name!r}: flops_budget_of={ref!r} must name another variant that has no flops_budget_of")
         if 'max_iters' in variants[name] or 'lr_decay_iters' in variants[name]:
             fail(f"variant {name!r} sets max_iters or lr_decay_iters and flops_budget_of: drop one")
     per_iter = {name: flops_per_iter(configs[name]) for name in variants}
@@ -257,6 +269,11 @@ def plan(grid):
                                                        upstream(ref), upstream(name))
             overrides[name].update(max_iters=max_iters, lr_decay_iters=decay_iters)
             configs[name].update(max_iters=max_iters, lr_decay_iters=decay_iters)
+    for name, refs in references.items():  # one run can serve variants of the same training FLOPs
+        for ref in refs[1:]:
+            if abs(total(ref) / total(refs[0]) - 1) > 0.02:
+                fail(f"variant {name!r}: {ref!r} and {refs[0]!r} differ by more than 2% in training FLOPs "
+                     f"({total(ref):.3g} vs {total(refs[0]):.3g}): give {ref!r} a run of its own")
     runs = []
     for seed in grid['seeds']:  # seed-major: one seed of every variant comes first
         for name in order:

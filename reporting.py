@@ -17,7 +17,7 @@ import sys
 import torch
 
 from dataset import data_dir_of
-from grids import by_variant, chain_flops, missing_runs, own_settings, read_csv, shown, values, variant_config
+from grids import by_variant, chain_flops, flops_references, missing_runs, own_settings, read_csv, shown, values, variant_config
 
 RESULT_TAG = 'RESULT_JSON '  # marks a child's one result line on stdout
 
@@ -176,7 +176,7 @@ def plot_links(out_root, names, output):
 
 def equal_flops_pairs(grid):
     """[(thinking variant, the variant given its training FLOPs)] of a grid (flops_budget_of)."""
-    return [(o['flops_budget_of'], name) for name, o in grid['variants'].items() if 'flops_budget_of' in o]
+    return [(ref, name) for name, o in grid['variants'].items() if 'flops_budget_of' in o for ref in flops_references(o)]
 
 
 def grid_section(grid, runs, jobs, output):

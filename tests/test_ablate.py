@@ -169,6 +169,8 @@ def test_printed_command_reproduces_the_run(grid, tmp_path):
      "error: variants depend on each other in a cycle: a -> b -> a"),
     ({'a': dict(init_from='{out[c]}')}, "error: variant 'a' refers to {out[c]}, but there is no variant 'c'"),
     ({'a': dict(flops_budget_of='c')}, "error: variant 'a': flops_budget_of='c' must name another variant"),
+    ({'a': dict(max_iters=4), 'b': dict(max_iters=8), 'c': dict(flops_budget_of=['a', 'b'])},
+     "error: variant 'c': 'b' and 'a' differ by more than 2% in training FLOPs"),
     ({'a': dict(mode='thinking')}, "error: variant 'a': mode='thinking' is not one of"),
     ({'a': dict(n_head=3)}, "error: variant 'a': n_embd=32 must be a multiple of n_head=3"),
     ({'a': dict(seed=2)}, "error: 'a' sets 'seed': the runner sets it for every run"),

@@ -254,3 +254,13 @@ def test_missing_grid(tmp_path, made):
     section = text[text.index('## Arithmetic'):text.index('## What testing')]
     assert 'Not run' in section and 'python scripts/eval_arithmetic.py --grid=config/ablations/arithmetic.py' in section
     assert not re.search(r'\d\.\d', section)  # no numbers where nothing ran
+
+
+def test_one_equal_flops_run_serves_variants_of_the_same_flops():
+    sys.path.insert(0, REPO)
+    import reporting
+    grid = {'variants': {'N=1': {}, 'N=1 stopgrad': {}, 'N=3': {},
+                         'std at N=1': dict(flops_budget_of=['N=1', 'N=1 stopgrad']),
+                         'std at N=3': dict(flops_budget_of='N=3')}}
+    assert reporting.equal_flops_pairs(grid) == [('N=1', 'std at N=1'), ('N=1 stopgrad', 'std at N=1'),
+                                                 ('N=3', 'std at N=3')]

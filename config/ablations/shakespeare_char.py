@@ -6,14 +6,16 @@ The thinking-token ablation on character-level Tiny Shakespeare, on a CPU.
 
 Every variant is the CPU recipe (4 layers, 4 heads, 128 wide, block 64, batch 12) shortened to 1000
 iterations (768k text tokens; the full 2000 would take the grid past two hours), in one mode, 3
-seeds each, at equal text tokens; 'standard, FLOPs of reasoning N=1' is standard given the
-training FLOPs of reasoning N=1 (about 2x the iterations, see scripts/ablate.py). Val losses are per
-text token, on the same fixed batches in every run, so they compare across modes.
+seeds each, at equal text tokens; 'standard, FLOPs of X' is standard given the training FLOPs of X
+(more iterations: 1.1x for pause and reflection, 1.86x for reasoning N=1, 3.75x for N=3; see
+grids.py). Val losses are per text token, on the same fixed batches in every run, so they compare
+across modes.
 
-Expected time: roughly 70 min on 2 cores with --jobs=2 (39 runs). Per 1000-iteration run at one
+Expected time: roughly 100 min on 2 cores with --jobs=2 (45 runs; the last measured, before the
+equal-FLOPs rows for pause, reflection and N=3, took about 80). Per 1000-iteration run at one
 thread, standard takes ~1 min of training; pause and reflection ~1.2x that, hidden reflection
 ~2x, reasoning N=1 (any K, stopgrad) ~3x, reasoning heads ~1.5x, N=3 ~8x (masked attention on a CPU is dense), standard at
-reasoning's FLOPs ~2x; the 9 evals of 100 batches per split add ~30% (~60% for pause and
+reasoning N=1's FLOPs ~2x, at N=3's ~4x; the 9 evals of 100 batches per split add ~30% (~60% for pause and
 reflection, which also evaluate without their inserted tokens). Reruns skip finished runs.
 """
 
@@ -44,5 +46,11 @@ variants = {
                                          reason_stopgrad=True),
     'reasoning heads h=2 stopgrad': dict(mode='reasoning', num_reason_tokens=0, reason_heads=2, reason_delay=1,
                                          reason_stopgrad=True),
-    'standard, FLOPs of reasoning N=1': dict(mode='standard', flops_budget_of='reasoning N=1'),
+    # standard given each thinking variant's training FLOPs; one run serves variants of the same FLOPs
+    # (within 2%), and the reasoning heads run at standard's own FLOPs (1.00x): standard is theirs
+    'standard, FLOPs of pause/reflection 10%': dict(mode='standard', flops_budget_of=[
+        'pause 10%', 'reflection 10%', 'reflection 10% hidden']),
+    'standard, FLOPs of reasoning N=1': dict(mode='standard', flops_budget_of=[
+        'reasoning N=1', 'reasoning N=1 stopgrad', 'reasoning N=1 K=2']),
+    'standard, FLOPs of reasoning N=3': dict(mode='standard', flops_budget_of='reasoning N=3'),
 }
