@@ -9,18 +9,13 @@ FLOPs, on a CPU: exact-match accuracy, 3 seeds.
 
 The task: 3-digit addition and 2-digit multiplication, mixed (20,000 + 9,756 problems to train on,
 500 + 244 held out; " 42+900= 942", " 17* 23= 391": answers most significant digit first, so the
-first answer digit needs the whole computation). Why this task and this length:
-- On 3-digit addition alone (this grid's earlier version, 500 finetuning steps) the baseline's seeds
-  fell on both sides of the task's learning transition (53.8 ± 41.7%), and past it the same model
-  reaches 94% and more: no room above, no stable baseline. Finetuning here is twice as long, so every
-  seed of every variant is past the addition transition, and the mixture keeps the mean below 90%: the
-  model learns addition to nearly 100% and multiplication only in part, which leaves room both ways.
-  'StdPT-StdFT, 500 steps' is the training-length sweep's other point, in the grid.
-- StdPT-PauseFT's earlier collapse (0.7%) is the same transition, reached later: a 1-seed pilot at
-  500 steps had StdPT-StdFT at 6.7% (val 0.72 per answer character) and StdPT-PauseFT at 1.2% (val
-  1.18, at StdPT-StdFT's pre-transition plateau of 1.19 from step 250), and the positional
-  hypothesis did not hold: pretraining on windows that start anywhere (align_records=False, records at
-  every absolute position) gave 0.9% and 0.6%.
+first answer digit needs the whole computation). On 3-digit addition alone with 500 finetuning steps
+(this grid's earlier version) the baseline's seeds fell on both sides of the task's learning
+transition, and past it addition alone goes above 90%; so finetuning here is twice as long, to be
+past the transition, and multiplication, which this model learns only in part, keeps the mean below
+90% with room both ways. 'StdPT-StdFT, 500 steps' is the training-length sweep's other point.
+docs/pilots.md has the pilots: StdPT-PauseFT's earlier 0.7% is the same transition reached later,
+and pretraining on windows that start anywhere (align_records=False) did not help.
 
 Pretraining (config/arithmetic/pretrain.py: the CPU recipe's 4-layer, 128-wide model, next-token
 prediction over whole records, 400 steps) in standard, pause (10% random pauses) and reasoning (N=1)

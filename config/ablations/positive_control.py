@@ -26,12 +26,9 @@ and 'none, FLOPs of <thinking variant>': standard given that variant's training 
 min_effect: the accuracy difference this grid is meant to resolve, stated before the runs: either
 answer, pauses help or they do not, counts once 2 x SE is below it.
 
-3SUM itself (after Pfau et al.: is there a triple of the n numbers that sums to 0 mod 10) was
-piloted first at this model size, seed 1: with 6 two-digit numbers, 6 one-digit numbers, and 2SUM
-on 6 two-digit numbers, the answer loss stayed at chance (0.69 nats) through 250 to 500 steps of
-the recipe below: too slow to learn on a CPU budget to tell pauses apart from none. The 4-operand
-sum is learned from the start: 1.24 nats per answer character at step 250 in the same pilot (a
-uniform digit is 2.30).
+3SUM itself (after Pfau et al.) and 2SUM stayed at chance through 250-500 steps of this recipe in
+pilots (docs/pilots.md): too slow to learn on a CPU budget to tell pauses from none. The 4-operand
+sum is learned from the start.
 
 Expected time on 2 cores with --jobs=2: about 70 minutes for the 18 runs (1000 steps each; the
 pause and filler layouts are 1.5x standard's slots, reasoning 2x), then a few minutes for the eval.
