@@ -53,8 +53,11 @@ given the same training FLOPs as more iterations is the fairer test of that. Run
 this short sit where the loss still falls fast, far from the scale at which the claims were made,
 so neither a gain nor a loss here settles them. A difference counts only when it exceeds the
 spread across seeds; with few seeds that screen is coarse, and a difference within the spread
-means not resolved, not no effect. On arithmetic, exact-match accuracy of a tiny model on short
-problems shows whether pauses can be used at all, not how much they help a large model."""
+means not resolved, not no effect, unless twice its standard error is below the effect the grid
+stated before its runs (`min_effect`): then no effect that large is resolved. On arithmetic,
+exact-match accuracy of a tiny model on short problems shows whether pauses can be used at all,
+not how much they help a large model; the positive control is a task built to need computation
+before the answer, where thinking tokens have the best case to help."""
 
 
 def grid_paths(specs, cwd):
