@@ -120,8 +120,10 @@ def tokenizer(data_dir, text_vocab):
     return (lambda s: enc.encode(s, allowed_special={'<|endoftext|>'})), enc.decode
 
 
-def load_problems(data_dir, max_problems, text_vocab):
-    """(prompts (n, prompt_len) int64, answer strings, ops, meta) of the first max_problems val problems."""
+def load_problems(data_dir, max_problems, text_vocab, offset=0):
+    """(prompts (n, offset + prompt_len) int64, answer strings, ops, meta) of the first max_problems val
+    problems; offset > 0 puts the last `offset` characters of the record before each one in front of
+    it, so that the problem starts at position `offset` instead of 0."""
     meta = meta_of(data_dir)
     if not meta:
         fail(f"{data_dir} has no meta.pkl: not a prepared arithmetic dataset (run data/arithmetic/prepare.py)")
@@ -138,11 +140,15 @@ def load_problems(data_dir, max_problems, text_vocab):
     data = np.fromfile(path, dtype=np.uint16)
     if len(data) % rlen or len(data) == 0:
         fail(f"{path} holds {len(data)} tokens, not a whole number of {rlen}-character records: re-run prepare.py")
-    records = data.reshape(-1, rlen)[:max_problems].astype(np.int64)
+    if not 0 <= offset <= rlen:
+        fail(f"offset={offset} must be in 0..{rlen} (the record length)")
+    every = data.reshape(-1, rlen).astype(np.int64)
+    records = every[:max_problems]
+    before = np.roll(every, 1, axis=0)[:max_problems, rlen - offset:]  # another problem's tail
     itos = meta['itos']
     answers = [''.join(itos[i] for i in row[plen:plen + alen]) for row in records]
     ops = [''.join(itos[i] for i in row[:plen]).strip('= 0123456789')[:1] for row in records]
-    return torch.from_numpy(records[:, :plen].copy()), answers, ops, meta
+    return torch.from_numpy(np.concatenate([before, records[:, :plen]], 1)), answers, ops, meta
 
 
 def score(predictions, answers):

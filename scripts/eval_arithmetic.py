@@ -23,6 +23,11 @@ out_root accuracy.csv (one row per run and setting), then from it accuracy.md an
 accuracy_vs_pauses.png (reporting.accuracy_section, as in RESULTS.md). Results already in a run's
 accuracy.json are reused while its checkpoint, val.bin and max_problems are unchanged
 (--force=True redoes them).
+
+--offset=j (one run): each problem is preceded by the last j characters of another record, so it
+starts at position j instead of 0 (RUN/accuracy_offset<j>.json). A model that relies on learned
+absolute positions (every record of its training at a multiple of the record length) fails at
+offsets it never saw; docs/pilots.md.
 """
 
 import csv
@@ -54,6 +59,7 @@ DEFAULTS = dict(
     num_reason_tokens='',  # comma-separated, e.g. '0,1'; '' = the run's trained N
     num_reflect_tokens='',  # comma-separated; '' = 1
     max_problems=1000,  # the first this many val problems (val.bin is in random order)
+    offset=0,  # each problem preceded by the last `offset` characters of another: it starts at that position
     batch_size=500,  # problems generated together
     data_dir='',  # '' = the run's data_dir
     device='cpu',
@@ -120,7 +126,7 @@ def evaluate_run(out_dir, c, quiet=False):
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     if not os.path.exists(ckpt_path):
         fail(f"no checkpoint at {ckpt_path}: train the run first (or point --out_dir at a run directory)")
-    acc_path = os.path.join(out_dir, 'accuracy.json')
+    acc_path = os.path.join(out_dir, 'accuracy.json' if not c['offset'] else f"accuracy_offset{c['offset']}.json")
     stamp = {'ckpt_size': os.path.getsize(ckpt_path), 'ckpt_mtime': os.path.getmtime(ckpt_path)}
     checkpoint, previous = None, read_accuracy(acc_path)
 
@@ -137,7 +143,8 @@ def evaluate_run(out_dir, c, quiet=False):
         data_dir = os.path.join(REPO, data_dir)  # a run's data_dir is relative to the repo root
     val_path = os.path.join(data_dir, 'val.bin')
     val_stamp = [os.path.getsize(val_path), os.path.getmtime(val_path)] if os.path.exists(val_path) else None
-    key = {'data_dir': os.path.abspath(data_dir), 'val_bin': val_stamp, 'max_problems': c['max_problems']}
+    key = {'data_dir': os.path.abspath(data_dir), 'val_bin': val_stamp, 'max_problems': c['max_problems'],
+           'offset': c['offset']}
     done = {}
     if previous and not c['force'] and all(previous.get(k) == v for k, v in key.items()):
         done = {(r['setting'], r['value']): r for r in previous.get('results', [])}
@@ -147,7 +154,7 @@ def evaluate_run(out_dir, c, quiet=False):
         if checkpoint is None:
             checkpoint = load_checkpoint(ckpt_path)
         text_vocab = checkpoint['text_vocab_size']
-        prompts, answers, ops, meta = load_problems(data_dir, c['max_problems'], text_vocab)
+        prompts, answers, ops, meta = load_problems(data_dir, c['max_problems'], text_vocab, c['offset'])
         model = model_from_checkpoint(checkpoint).to(c['device']).eval()
         iter_num = checkpoint['iter_num']
         del checkpoint
@@ -238,6 +245,8 @@ def main(argv=None):
         fail("give one of --out_dir=RUN_DIR (one run) or --grid=GRID_FILE (every finished run of a grid)")
     if c['max_problems'] < 1 or c['batch_size'] < 1:
         fail("max_problems and batch_size must be at least 1")
+    if c['offset'] and c['grid']:
+        fail("--offset is a diagnostic of one run (--out_dir): a grid's tables are at offset 0")
     for k in SHORT:
         parse_list(k, c[k])  # fail early on malformed lists
     with torch.no_grad():  # scoped, so a caller in the same process (the tests) keeps autograd

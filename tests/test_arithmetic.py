@@ -37,6 +37,7 @@ def load_script(name, path):
 prepare = load_script('arithmetic_prepare', 'data/arithmetic/prepare.py')
 sys.path.insert(0, os.path.join(REPO, 'scripts'))
 import eval_arithmetic  # noqa: E402
+from dataset import load_problems  # noqa: E402
 
 
 def make(out_dir, *args):
@@ -256,6 +257,24 @@ def test_end_to_end(runs, capsys):
     assert [x['value'] for x in std['results']] == [0, 2] and std['config']['mode'] == 'standard'
 
 
+def test_offset_puts_another_problem_s_tail_before_each_problem(runs, capsys):
+    data, _, ft = runs
+    prompts, answers, _, meta = load_problems(str(data), 30, 15)
+    shifted, same_answers, _, _ = load_problems(str(data), 30, 15, offset=5)
+    val = np.fromfile(data / 'val.bin', dtype=np.uint16).reshape(-1, meta['record_len'])
+    assert same_answers == answers and torch.equal(shifted[:, 5:], prompts)
+    assert shifted[1, :5].tolist() == val[0, -5:].tolist() and shifted[0, :5].tolist() == val[-1, -5:].tolist()
+    # one run's diagnostic, in its own file: the grid's accuracy.json stays as it is
+    before = (ft / 'accuracy.json').read_bytes() if (ft / 'accuracy.json').exists() else None
+    c = eval_arithmetic.configure(eval_arithmetic.DEFAULTS, [f'--out_dir={ft}', '--max_problems=30', '--offset=5'])
+    report = eval_arithmetic.evaluate_run(str(ft), c)
+    assert report['offset'] == 5 and (ft / 'accuracy_offset5.json').exists()
+    assert report['results'][0]['examples'][0].startswith(''.join(meta['itos'][int(i)] for i in val[-1, -5:]))
+    assert ((ft / 'accuracy.json').read_bytes() if (ft / 'accuracy.json').exists() else None) == before
+    with pytest.raises(SystemExit, match='offset=14 must be in 0..13'):
+        load_problems(str(data), 30, 15, offset=14)
+
+
 @pytest.mark.parametrize('mode,knob,values', [
     (['--mode=reasoning', '--num_reason_tokens=2'], 'num_reason_tokens', [0, 2]),
     (['--mode=reflection', '--reflect_rate=0.1'], 'num_reflect_tokens', [1, 2]),
@@ -289,6 +308,7 @@ def test_errors(runs, tmp_path):
         assert str(e.value).startswith('error: ') and '\n' not in str(e.value)
         return str(e.value)
     assert 'one of --out_dir' in err()
+    assert 'diagnostic of one run' in err('--grid=config/ablations/arithmetic.py', '--offset=3')
     assert 'comma-separated' in err(f'--out_dir={ft}', '--num_pause_tokens=a')
     assert 'does not apply' in err(f'--out_dir={ft}', '--num_reason_tokens=1')
     # a dataset without records (plain text) is not an arithmetic dataset

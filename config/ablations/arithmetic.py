@@ -7,19 +7,21 @@ FLOPs, on a CPU: exact-match accuracy, 3 seeds.
     python scripts/ablate.py config/ablations/arithmetic.py --jobs=2
     python scripts/eval_arithmetic.py --grid=config/ablations/arithmetic.py --num_pause_tokens=0,1,2,4,8 --num_reason_tokens=0,1
 
-The task: 3-digit addition and 2-digit multiplication, mixed (20,000 + 9,756 problems to train on,
-500 + 244 held out; " 42+900= 942", " 17* 23= 391": answers most significant digit first, so the
-first answer digit needs the whole computation). On 3-digit addition alone with 500 finetuning steps
-(this grid's earlier version) the baseline's seeds fell on both sides of the task's learning
-transition, and past it addition alone goes above 90%; so finetuning here is twice as long, to be
-past the transition, and multiplication, which this model learns only in part, keeps the mean below
-90% with room both ways. 'StdPT-StdFT, 500 steps' is the training-length sweep's other point.
-docs/pilots.md has the pilots: StdPT-PauseFT's earlier 0.7% is the same transition reached later,
-and pretraining on windows that start anywhere (align_records=False) did not help.
+The task: 2-digit addition and 2-digit multiplication, mixed (9,756 + 9,756 problems to train on,
+244 + 244 held out; "96*29=2784", "31+ 7=  38": answers most significant digit first, so the first
+answer digit needs the whole computation). On 3-digit addition alone with 500 finetuning steps (this
+grid's earlier version) the baseline's seeds fell on both sides of the task's learning transition,
+and past it addition alone goes above 90%; with 2-digit multiplication mixed into 3-digit addition
+the baseline was still before the transition after 1000 steps. Here addition is learned quickly and
+multiplication only in part, which keeps the mean inside the band with room both ways; finetuning is
+1000 steps, and 'StdPT-StdFT, 500 steps' is the training-length sweep's other point. docs/pilots.md
+has the pilots: StdPT-PauseFT's earlier 0.7% is the same transition reached later, and pretraining on
+windows that start anywhere (align_records=False) did not help.
 
 Pretraining (config/arithmetic/pretrain.py: the CPU recipe's 4-layer, 128-wide model, next-token
-prediction over whole records, 400 steps) in standard, pause (10% random pauses) and reasoning (N=1)
-mode; then finetuning on the answers only (config/arithmetic/finetune.py, here 1000 steps):
+prediction over whole records, 400 steps of 10 records) in standard, pause (10% random pauses) and
+reasoning (N=1) mode; then finetuning on the answers only (config/arithmetic/finetune.py, here 1000
+steps of 4 records):
 
     StdPT-StdFT, PausePT-StdFT        no pauses
     StdPT-PauseFT, PausePT-PauseFT    M = 4 pauses after every prompt
@@ -29,7 +31,7 @@ and, for each of the four thinking finetunes, 'StdPT-StdFT, FLOPs of <it>': stan
 the standard pretraining given that chain's training FLOPs (pretraining plus finetuning; the cheaper
 standard pretraining's difference goes into more finetuning steps, grids.equal_flops_iters).
 
-The eval scores greedy answers on the 744 held-out problems with each run's own inference (M pauses
+The eval scores greedy answers on the 488 held-out problems with each run's own inference (M pauses
 for PauseFT, none for StdFT, N reasoning slots), and at 0, 1, 2, 4, 8 pauses (accuracy against
 inference compute for the pause runs; standard runs then meet pauses they were never trained with)
 and reasoning runs at N=0 and 1. min_effect: the difference in accuracy points this grid is meant to
@@ -53,15 +55,16 @@ def _settings(name):
 # length (the equal-FLOPs runs set their own); out_dir and init_from come from the grid
 _pt, _ft = _settings('pretrain.py'), _settings('finetune.py')
 _ft = {k: v for k, v in _ft.items() if _pt.get(k) != v and k not in ('out_dir', 'init_from', 'max_iters', 'lr_decay_iters')}
-_ft.update(eval_interval=500)
+_ft.update(eval_interval=500, block_size=44)  # 4 records of 11 characters
 _STEPS = dict(max_iters=1000, lr_decay_iters=1000)
 _M = 4  # pauses after the prompt in pause finetuning
 _PAUSE_FT = dict(mode='pause', num_pause_tokens=_M)
 _REASON = dict(mode='reasoning', num_reason_tokens=1, reason_delay=1)
 
 base = 'config/arithmetic/pretrain.py'
-common = dict(dataset='arithmetic_mix')
-prepare = ['python data/arithmetic/prepare.py --ops=+,* --out_dir=data/arithmetic_mix']
+common = dict(dataset='arithmetic_mix2')
+prepare = ['python data/arithmetic/prepare.py --ops=+,* --add_digits=2 --mul_digits=2 --out_dir=data/arithmetic_mix2']
+_PT = dict(block_size=110)  # 10 records of 11 characters
 seeds = [1, 2, 3]
 out_root = 'out/ablations/arithmetic'
 title = 'Arithmetic (downstream)'
@@ -69,9 +72,9 @@ baseline = 'StdPT-StdFT'
 min_effect = 5.0  # accuracy points
 eval_args = '--num_pause_tokens=0,1,2,4,8 --num_reason_tokens=0,1'  # for scripts/eval_arithmetic.py --grid=<this file>
 variants = {
-    'PT std': dict(mode='standard'),
-    'PT pause': dict(mode='pause', pause_rate=0.1),
-    'PT reasoning N=1': dict(_REASON),
+    'PT std': dict(_PT, mode='standard'),
+    'PT pause': dict(_PT, mode='pause', pause_rate=0.1),
+    'PT reasoning N=1': dict(_PT, **_REASON),
     'StdPT-StdFT': dict(_ft, **_STEPS, mode='standard', init_from='{out[PT std]}'),
     'StdPT-PauseFT': dict(_ft, **_STEPS, **_PAUSE_FT, init_from='{out[PT std]}'),
     'PausePT-StdFT': dict(_ft, **_STEPS, mode='standard', init_from='{out[PT pause]}'),
