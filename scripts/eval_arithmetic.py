@@ -191,7 +191,8 @@ def evaluate_run(out_dir, c, quiet=False):
         for r in report['results']:
             if r['setting'] == setting and r['value'] in values:
                 ops_shown = ', '.join(f"{op} {a:.3f}" for op, a in r['per_op'].items())
-                print(f"{out_dir}: {config['mode']} {SHORT[setting]}={r['value']}: accuracy {r['accuracy']:.4f} "
+                at = f" at offset {c['offset']}" if c['offset'] else ''
+                print(f"{out_dir}: {config['mode']} {SHORT[setting]}={r['value']}{at}: accuracy {r['accuracy']:.4f} "
                       f"({r['correct']}/{r['n']}; {ops_shown}), char accuracy {r['char_accuracy']:.4f}")
     return report
 
