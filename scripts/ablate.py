@@ -51,7 +51,7 @@ def last_line(path):
 def execute(grid, runs, configs, jobs, wandb_group):
     """Run what is not finished, `jobs` at once, dependencies first. Returns the failures; the wall
     time of an invocation that trained anything is added to the grid's budget.json."""
-    t0, trained = time.time(), False
+    began, trained = time.time(), False
     total_threads = int(os.environ.get('OMP_NUM_THREADS') or 0) or len(os.sched_getaffinity(0))
     threads = max(1, total_threads // jobs)
     env = {**os.environ, 'OMP_NUM_THREADS': str(threads)}
@@ -129,7 +129,7 @@ def execute(grid, runs, configs, jobs, wandb_group):
                          f"rerun the same command to resume")
     finally:
         if trained:
-            add_wall_time(grid['out_root'], time.time() - t0, jobs, reporting.machine().split(';')[0])
+            add_wall_time(grid['out_root'], time.time() - began, jobs, reporting.machine().split(';')[0])
     return failures
 
 

@@ -140,6 +140,8 @@ def test_rerun_skips_finished_runs(grid):
     # the first invocation's wall time is the grid's budget; the rerun trained again only the crashed run
     first = grid['budget']
     assert first['invocations'] == 1 and first['jobs'] == [1] and 0 < first['wall_s'] < 600
+    # one run at a time: the invocation lasted at least as long as its runs' training together
+    assert first['wall_s'] >= sum(float(r['train_time_s']) for r in grid['csv_rows'])
     assert len(first['machines']) == 1 and 'cores' in first['machines'][0]
     again = json.loads((grid['out_root'] / 'budget.json').read_text())
     assert again['invocations'] == 2 and again['wall_s'] > first['wall_s']
