@@ -1,11 +1,11 @@
 """
 The downstream benchmark: pause pretraining x pause finetuning (Goyal et al. 2023, "Think before you
-speak"), with reasoning beside it and every thinking variant against a standard run given its training
-FLOPs, on a CPU: exact-match accuracy, 3 seeds.
+speak"), every thinking variant against a standard run given its training FLOPs, on a CPU: exact-match
+accuracy, 3 seeds. Reasoning on the same benchmark: config/ablations/arithmetic_reasoning.py.
 
-    python data/arithmetic/prepare.py --ops=+,* --out_dir=data/arithmetic_mix
+    python data/arithmetic/prepare.py --ops=+,* --add_digits=2 --mul_digits=2 --out_dir=data/arithmetic_mix2
     python scripts/ablate.py config/ablations/arithmetic.py --jobs=2
-    python scripts/eval_arithmetic.py --grid=config/ablations/arithmetic.py --num_pause_tokens=0,1,2,4,8 --num_reason_tokens=0,1
+    python scripts/eval_arithmetic.py --grid=config/ablations/arithmetic.py --num_pause_tokens=0,1,2,4,8
 
 The task: 2-digit addition and 2-digit multiplication, mixed (9,756 + 9,756 problems to train on,
 244 + 244 held out; "96*29=2784", "31+ 7=  38": answers most significant digit first, so the first
@@ -23,25 +23,23 @@ that start anywhere (align_records=False) took it from 8% to 38% against standar
 in a 1-seed pilot. This grid keeps aligned pretraining, so its StdPT-PauseFT row measures that.
 
 Pretraining (config/arithmetic/pretrain.py: the CPU recipe's 4-layer, 128-wide model, next-token
-prediction over whole records, 400 steps of 10 records) in standard, pause (10% random pauses) and
-reasoning (N=1) mode; then finetuning on the answers only (config/arithmetic/finetune.py, here 1000
-steps of 4 records):
+prediction over whole records, 400 steps of 10 records) in standard and pause (10% random pauses)
+mode; then finetuning on the answers only (config/arithmetic/finetune.py, here 1000 steps of 4
+records):
 
     StdPT-StdFT, PausePT-StdFT        no pauses
     StdPT-PauseFT, PausePT-PauseFT    M = 4 pauses after every prompt
-    reasoning N=1 FT                  reasoning mode, from the reasoning pretraining
 
-and, for each of the four thinking finetunes, 'StdPT-StdFT, FLOPs of <it>': standard finetuning from
+and, for each of the three thinking finetunes, 'StdPT-StdFT, FLOPs of <it>': standard finetuning from
 the standard pretraining given that chain's training FLOPs (pretraining plus finetuning; the cheaper
 standard pretraining's difference goes into more finetuning steps, grids.equal_flops_iters).
 
 The eval scores greedy answers on the 488 held-out problems with each run's own inference (M pauses
-for PauseFT, none for StdFT, N reasoning slots), and at 0, 1, 2, 4, 8 pauses (accuracy against
-inference compute for the pause runs; standard runs then meet pauses they were never trained with)
-and reasoning runs at N=0 and 1. min_effect: the difference in accuracy points this grid is meant to
+for PauseFT, none for StdFT), and at 0, 1, 2, 4, 8 pauses (accuracy against inference compute for
+the pause runs; standard runs then meet pauses they were never trained with). min_effect: the difference in accuracy points this grid is meant to
 resolve, stated before the runs.
 
-Expected time on 2 cores with --jobs=2: about 100 minutes for the 45 runs, then about 10 minutes for
+Expected time on 2 cores with --jobs=2: about 80 minutes for the 30 runs, then about 10 minutes for
 the eval; RESULTS.md states the measured budget. Reruns skip finished runs.
 """
 
@@ -63,7 +61,6 @@ _ft.update(eval_interval=500, block_size=44)  # 4 records of 11 characters
 _STEPS = dict(max_iters=1000, lr_decay_iters=1000)
 _M = 4  # pauses after the prompt in pause finetuning
 _PAUSE_FT = dict(mode='pause', num_pause_tokens=_M)
-_REASON = dict(mode='reasoning', num_reason_tokens=1, reason_delay=1)
 
 base = 'config/arithmetic/pretrain.py'
 common = dict(dataset='arithmetic_mix2')
@@ -74,18 +71,16 @@ out_root = 'out/ablations/arithmetic'
 title = 'Arithmetic (downstream)'
 baseline = 'StdPT-StdFT'
 min_effect = 5.0  # accuracy points
-eval_args = '--num_pause_tokens=0,1,2,4,8 --num_reason_tokens=0,1'  # for scripts/eval_arithmetic.py --grid=<this file>
+eval_args = '--num_pause_tokens=0,1,2,4,8'  # for scripts/eval_arithmetic.py --grid=<this file>
 variants = {
     'PT std': dict(_PT, mode='standard'),
     'PT pause': dict(_PT, mode='pause', pause_rate=0.1),
-    'PT reasoning N=1': dict(_PT, **_REASON),
     'StdPT-StdFT': dict(_ft, **_STEPS, mode='standard', init_from='{out[PT std]}'),
     'StdPT-PauseFT': dict(_ft, **_STEPS, **_PAUSE_FT, init_from='{out[PT std]}'),
     'PausePT-StdFT': dict(_ft, **_STEPS, mode='standard', init_from='{out[PT pause]}'),
     'PausePT-PauseFT': dict(_ft, **_STEPS, **_PAUSE_FT, init_from='{out[PT pause]}'),
-    'reasoning N=1 FT': dict(_ft, **_STEPS, **_REASON, init_from='{out[PT reasoning N=1]}'),
     **{f'StdPT-StdFT, FLOPs of {v}': dict(_ft, mode='standard', init_from='{out[PT std]}', flops_budget_of=v)
-       for v in ('StdPT-PauseFT', 'PausePT-StdFT', 'PausePT-PauseFT', 'reasoning N=1 FT')},
+       for v in ('StdPT-PauseFT', 'PausePT-StdFT', 'PausePT-PauseFT')},
     'StdPT-StdFT, 500 steps': dict(_ft, mode='standard', init_from='{out[PT std]}', max_iters=500,
                                    lr_decay_iters=500, eval_interval=250),
 }

@@ -22,7 +22,9 @@ records a sequence) in each of:
                             same extra slots, made of text the model sees everywhere else too
     reasoning N=1           a reasoning slot after every token (reasoning mode)
 
-and 'none, FLOPs of <thinking variant>': standard given that variant's training FLOPs (more steps).
+and 'none, FLOPs of <thinking variant>': standard given that variant's training FLOPs (more steps);
+filler 8's layout costs what pause M=8's does (within 1%), so one run serves both.
+
 min_effect: the accuracy difference this grid is meant to resolve, stated before the runs: either
 answer, pauses help or they do not, counts once 2 x SE is below it.
 
@@ -50,6 +52,6 @@ variants = {
     'pause M=8': dict(mode='pause', num_pause_tokens=8),
     'filler 8': dict(mode='standard', dataset='sum4_filler8', block_size=96),  # 4 records of 24 characters
     'reasoning N=1': dict(mode='reasoning', num_reason_tokens=1, reason_delay=1),
-    'none, FLOPs of pause M=8': dict(mode='standard', flops_budget_of='pause M=8'),
+    'none, FLOPs of pause M=8': dict(mode='standard', flops_budget_of=['pause M=8', 'filler 8']),
     'none, FLOPs of reasoning N=1': dict(mode='standard', flops_budget_of='reasoning N=1'),
 }
