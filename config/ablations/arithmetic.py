@@ -1,7 +1,8 @@
 """
 The downstream benchmark: pause pretraining x pause finetuning (Goyal et al. 2023, "Think before you
 speak"), every thinking variant against a standard run given its training FLOPs, on a CPU: exact-match
-accuracy, 3 seeds. Reasoning on the same benchmark: config/ablations/arithmetic_reasoning.py.
+accuracy, 3 seeds. Reflection and reasoning on the same benchmark:
+config/ablations/arithmetic_reflection_reasoning.py.
 
     python data/arithmetic/prepare.py --ops=+,* --add_digits=2 --mul_digits=2 --out_dir=data/arithmetic_mix2
     python scripts/ablate.py config/ablations/arithmetic.py --jobs=2
