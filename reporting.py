@@ -79,12 +79,15 @@ PLOTS = {  # file -> (metrics.jsonl key on the x axis, axis label)
     'val_vs_flops.png': ('train_flops', 'training FLOPs'),
     'val_vs_time.png': ('train_time_s', 'training wall time (s, evals excluded)'),
 }
-ACCURACY_PLOT = 'accuracy_vs_pauses.png'
+ACCURACY_PLOT = 'accuracy_vs_thinking.png'
 THINKING_PLOT = 'thinking.png'  # scripts/eval_thinking.py: loss against thinking slots per token
 SHORT = {'num_pause_tokens': 'pauses', 'num_reason_tokens': 'N', 'num_reflect_tokens': 'reflections'}
 KNOB_TITLES = {'num_pause_tokens': 'Robustness: accuracy against the number of pauses at inference',
                'num_reason_tokens': 'Accuracy against the reasoning tokens used at inference',
                'num_reflect_tokens': 'Accuracy against the reflection tokens used at inference'}
+INFERENCE_AXES = {'num_pause_tokens': 'pauses after the prompt at inference',
+                  'num_reason_tokens': 'reasoning slots after every token at inference',
+                  'num_reflect_tokens': 'reflections after every token at inference'}
 OPS = (('+', 'accuracy_add'), ('*', 'accuracy_mul'))  # accuracy.csv's per-op columns
 
 
@@ -460,28 +463,33 @@ def write_loss_plots(out_root, title, curves):
 
 
 def write_accuracy_plot(grid, rows, path):
-    """Accuracy against inference pauses from accuracy.csv rows, one line per variant scored with
-    pauses (mean ± std over seeds); nothing when there is none."""
+    """Accuracy against the thinking slots used at inference from accuracy.csv rows: a panel per
+    inference knob (pauses, reasoning slots, reflections) that some run was scored at two or more
+    values of, a line per such variant (mean ± std over seeds); nothing when there is none."""
     own = own_settings(grid)
-    variants = [v for v in grid['variants'] if own[v][0] == 'num_pause_tokens' and any(r['variant'] == v for r in rows)]
-    if not variants:
+    points = {}  # points[knob][variant][value] = accuracies over seeds, in %
+    for r in rows:
+        if r['variant'] in own and own[r['variant']][0] == r['setting']:
+            points.setdefault(r['setting'], {}).setdefault(r['variant'], {}).setdefault(int(r['value']), []).append(
+                100 * float(r['accuracy']))
+    panels = [(knob, {v: points[knob][v] for v in grid['variants'] if len(points[knob].get(v, {})) > 1})
+              for knob in KNOB_TITLES if knob in points]
+    panels = [(knob, lines) for knob, lines in panels if lines]
+    if not panels:
         return
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
-    for v in variants:
-        points = {}
-        for r in rows:
-            if r['variant'] == v and r['setting'] == 'num_pause_tokens':
-                points.setdefault(int(r['value']), []).append(100 * float(r['accuracy']))
-        xs = sorted(points)
-        ax.errorbar(xs, [statistics.mean(points[x]) for x in xs],
-                    yerr=[statistics.stdev(points[x]) if len(points[x]) > 1 else 0 for x in xs],
-                    marker='o', capsize=3, label=f"{v} (M={own[v][1]})")
-    ax.set(xlabel='pauses after the prompt at inference', ylabel='exact-match accuracy (%)')
-    ax.set_ylim(bottom=0)
-    ax.set_title('mean ± std over seeds', fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.8 * len(panels)), dpi=120, squeeze=False)
+    for ax, (knob, lines) in zip(axes[:, 0], panels):
+        for v, by_value in lines.items():
+            xs = sorted(by_value)
+            ax.errorbar(xs, [statistics.mean(by_value[x]) for x in xs],
+                        yerr=[statistics.stdev(by_value[x]) if len(by_value[x]) > 1 else 0 for x in xs],
+                        marker='o', capsize=3, label=f"{v} (trained {SHORT[knob]}={own[v][1]})")
+        ax.set(xlabel=INFERENCE_AXES[knob], ylabel='exact-match accuracy (%)')
+        ax.set_ylim(bottom=0)
+        ax.set_title('mean ± std over seeds', fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))  # beside the lines, not over them
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

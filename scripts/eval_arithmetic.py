@@ -20,7 +20,7 @@ with --grid each run takes the list of its own mode (reasoning values up to its 
 
 --grid=FILE evaluates every finished run of an ablation grid (grids.py) and writes into its
 out_root accuracy.csv (one row per run and setting), then from it accuracy.md and
-accuracy_vs_pauses.png (reporting.accuracy_section, as in RESULTS.md). Results already in a run's
+accuracy_vs_thinking.png (reporting.accuracy_section, as in RESULTS.md). Results already in a run's
 accuracy.json are reused while its checkpoint, val.bin and max_problems are unchanged
 (--force=True redoes them).
 
@@ -201,7 +201,7 @@ def evaluate_run(out_dir, c, quiet=False):
 
 def evaluate_grid(grid_path, c):
     """Evaluate every finished run of a grid (grid_path absolute, cwd the repo root); write
-    accuracy.csv, then accuracy.md and accuracy_vs_pauses.png from it."""
+    accuracy.csv, then accuracy.md and accuracy_vs_thinking.png from it."""
     grid = load_grid(grid_path)
     out_root, rows = grid['out_root'], []
     for variant in grid['variants']:

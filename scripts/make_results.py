@@ -11,7 +11,7 @@ out_root (default: every grid of config/ablations/, those without eval_args firs
 Each grid's section is reporting.grid_section (also its results.md), from what scripts/ablate.py
 wrote in out_root (summary.csv, budget.json, plots) and, for a grid with eval_args or an
 accuracy.csv, what `scripts/eval_arithmetic.py --grid=GRID <eval_args>` wrote (accuracy.csv,
-accuracy_vs_pauses.png), and scripts/eval_thinking.py (thinking.csv, thinking.png); titles and
+accuracy_vs_thinking.png), and scripts/eval_thinking.py (thinking.csv, thinking.png); titles and
 baselines are the grid files'. Those files are copied to --results_dir/<grid name>/ when the runs
 are here, and read from there: committed, they let any clone regenerate RESULTS.md. A grid with
 neither is an error unless --allow_missing. The GPT-2 124M estimate comes from the OWT config files.

@@ -344,5 +344,5 @@ def test_grid(runs, tmp_path, capsys):
     with open(out_root / 'accuracy.csv') as f:
         rows = f.read().splitlines()
     assert len(rows) == 1 + 2 * 2 * 2  # header, 2 variants x 2 seeds x 2 pause counts
-    assert (out_root / 'accuracy_vs_pauses.png').stat().st_size > 0
+    assert (out_root / 'accuracy_vs_thinking.png').stat().st_size > 0
     assert os.getcwd() == cwd

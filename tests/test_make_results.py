@@ -126,7 +126,7 @@ def made(tmp_path_factory):
                     w.writerow([name, seed, run_dir, mode, 'num_pause_tokens', 0, 0.1, 0, 100, 0.1, '', '', 30.0])
     with open(tmp / 'ar' / 'accuracy.md', 'w') as f:
         f.write("# Arithmetic exact-match accuracy\n\n| variant | accuracy |\n|---|---|\n| made up | here |\n")
-    write_png(tmp / 'ar' / 'accuracy_vs_pauses.png')
+    write_png(tmp / 'ar' / 'accuracy_vs_thinking.png')
     proc = make_results(tmp / 'sc.py', tmp / 'ar.py',
                         f'--output={tmp / "RESULTS.md"}', f'--results_dir={tmp / "results"}',
                         '--assumed_mfu=0.5', '--owt_seeds=2')
@@ -205,7 +205,7 @@ def test_compute_against_quality_curves(made):
 def test_report_files_are_kept_and_regenerate_the_same_results(made, tmp_path):
     tmp = made['tmp']
     for grid, names in (('sc', ['summary.csv', 'thinking.csv', *PLOTS, 'thinking.png']),
-                        ('ar', ['summary.csv', 'accuracy.csv', 'budget.json', 'accuracy_vs_pauses.png'])):
+                        ('ar', ['summary.csv', 'accuracy.csv', 'budget.json', 'accuracy_vs_thinking.png'])):
         for name in names:
             assert (tmp / 'results' / grid / name).read_bytes() == (tmp / grid / name).read_bytes()
         for name in names[-1:]:
@@ -264,3 +264,32 @@ def test_one_equal_flops_run_serves_variants_of_the_same_flops():
                          'std at N=3': dict(flops_budget_of='N=3')}}
     assert reporting.equal_flops_pairs(grid) == [('N=1', 'std at N=1'), ('N=1 stopgrad', 'std at N=1'),
                                                  ('N=3', 'std at N=3')]
+
+
+def test_accuracy_plot_has_a_panel_per_inference_knob_scored_at_two_values(tmp_path):
+    """Reflection and reasoning runs scored at several slot counts get a panel each; a standard run
+    scored at its own setting only draws nothing."""
+    import matplotlib.image
+    import reporting
+    variants = {STD_FT: dict(mode='standard'), 'RefFT': dict(mode='reflection'),
+                'ReasFT': dict(mode='reasoning', num_reason_tokens=1)}
+    write_grid(tmp_path / 'g.py', 'config/arithmetic/pretrain.py', tmp_path / 'g', variants)
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        grid = grids.load_grid(str(tmp_path / 'g.py'))
+    finally:
+        os.chdir(cwd)
+
+    def rows(scored):
+        return [dict(zip(ACCURACY_FIELDS, [name, seed, '', '', setting, value, 0.5 + 0.01 * seed, 0, 100, 0.5, '', '', 1.0]))
+                for name, setting, values in scored for value in values for seed in (1, 2)]
+    own_only = [(STD_FT, 'num_pause_tokens', [0]), ('RefFT', 'num_reflect_tokens', [1]), ('ReasFT', 'num_reason_tokens', [1])]
+    reporting.write_accuracy_plot(grid, rows(own_only), str(tmp_path / 'none.png'))
+    assert not (tmp_path / 'none.png').exists()
+    curves = [(STD_FT, 'num_pause_tokens', [0]), ('RefFT', 'num_reflect_tokens', [0, 1, 2]),
+              ('ReasFT', 'num_reason_tokens', [0, 1])]
+    reporting.write_accuracy_plot(grid, rows(curves), str(tmp_path / 'two.png'))
+    reporting.write_accuracy_plot(grid, rows(curves[:2]), str(tmp_path / 'one.png'))
+    two, one = (matplotlib.image.imread(tmp_path / name).shape[0] for name in ('two.png', 'one.png'))
+    assert two == 2 * one
