@@ -21,7 +21,8 @@ StdPT-PauseFT is confounded by positions (docs/pilots.md): pretrained with every
 multiple of the record length, the standard model answers only where a record starts at such a
 position (eval_arithmetic --offset), and pause finetuning moves the answers; pretraining on windows
 that start anywhere (align_records=False) took it from 8% to 38% against standard finetuning's 51%
-in a 1-seed pilot. This grid keeps aligned pretraining, so its StdPT-PauseFT row measures that.
+in a 1-seed pilot; config/ablations/arithmetic_positions.py measures it at 3 seeds. This grid keeps
+aligned pretraining, so its StdPT-PauseFT row measures that confound.
 
 Pretraining (config/arithmetic/pretrain.py: the CPU recipe's 4-layer, 128-wide model, next-token
 prediction over whole records, 400 steps of 10 records) in standard and pause (10% random pauses)
