@@ -164,7 +164,9 @@ def reading_section(args, sections, owt):
     for grid, facts in sections:
         lines += reporting.reading(grid, facts, owt['estimates'][0]['tokens'])
     lines.append(f"- With {SPREAD} standard errors as the bar and a few seeds per variant, 'beyond the seed spread' "
-                 f"is a screen, not a significance test; 'within' means not resolved at this number of seeds.")
+                 f"is a screen, not a significance test; 'within' means not resolved at this number of seeds, unless "
+                 f"marked resolved: {SPREAD} × SE below the effect the grid stated before its runs (`min_effect`), so no "
+                 f"effect that large.")
     h100 = owt['totals'].get('H100')
     if h100:
         lines.append(f"- Testing the claims at GPT-2 124M with the OWT configs: about {h100:,.0f} H100-hours for all "

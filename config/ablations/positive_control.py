@@ -32,8 +32,9 @@ answer, pauses help or they do not, counts once 2 x SE is below it.
 pilots (docs/pilots.md): too slow to learn on a CPU budget to tell pauses from none. The 4-operand
 sum is learned from the start.
 
-Expected time on 2 cores with --jobs=2: about 70 minutes for the 18 runs (1000 steps each; the
-pause and filler layouts are 1.5x standard's slots, reasoning 2x), then a few minutes for the eval.
+Expected time on 2 cores with --jobs=2: about 30 minutes for the 18 runs (1000 steps each; the
+pause and filler layouts are 1.5x standard's slots, reasoning 2x), then under a minute for the eval;
+RESULTS.md states the measured budget.
 """
 
 base = 'config/arithmetic/pretrain.py'
