@@ -17,12 +17,12 @@ the baseline was still before the transition after 1000 steps. Here addition is 
 multiplication only in part, which keeps the mean inside the band with room both ways; finetuning is
 1000 steps, and 'StdPT-StdFT, 500 steps' is the training-length sweep's other point.
 
-StdPT-PauseFT is confounded by positions (docs/pilots.md): pretrained with every record at a
-multiple of the record length, the standard model answers only where a record starts at such a
-position (eval_arithmetic --offset), and pause finetuning moves the answers; pretraining on windows
-that start anywhere (align_records=False) took it from 8% to 38% against standard finetuning's 51%
-in a 1-seed pilot; config/ablations/arithmetic_positions.py measures it at 3 seeds. This grid keeps
-aligned pretraining, so its StdPT-PauseFT row measures that confound.
+StdPT-PauseFT: pretrained with every record at a multiple of the record length, the standard model
+answers only where a record starts at such a position (eval_arithmetic --offset), and pause
+finetuning moves the answers, so it has to relearn where they are: it leaves the plateau later, and
+at 1000 steps its seeds fall on both sides of the transition. Pretraining on windows that start
+anywhere (align_records=False) did not remove that at 3 seeds (config/ablations/arithmetic_positions.py;
+docs/pilots.md); a pause finetune past the transition lands a few points below standard finetuning.
 
 Pretraining (config/arithmetic/pretrain.py: the CPU recipe's 4-layer, 128-wide model, next-token
 prediction over whole records, 400 steps of 10 records) in standard and pause (10% random pauses)
