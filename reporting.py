@@ -309,11 +309,13 @@ def accuracy_section(grid, rows, runs=None):
         return lines, None
     effect = grid['min_effect']
     stated = f" The effect of interest, stated before the runs: {effect:g} points (`min_effect`)." if effect else ''
+    trained_like_base = variant_config(grid, base)['answer_only']  # a pretraining stage is no rival to a finetune
     comparisons = [compare(v, a, base, own_acc[base], '{:.1f}', ' points', effect)
-                   for v, a in own_acc.items() if v != base]
+                   for v, a in own_acc.items() if v != base and variant_config(grid, v)['answer_only'] == trained_like_base]
     lines += [f"#### Accuracy against {base}", '',
               f"Exact-match accuracy (%) with each run's own inference, difference of means against {base} "
-              f"(positive: better), spread and verdict as for the losses.{stated}", '',
+              f"(positive: better), for the variants trained on the same loss as {base} (answers only, or "
+              f"whole records); spread and verdict as for the losses.{stated}", '',
               *comparison_table('accuracy', base, comparisons, '{:.1f}'), '']
     equal_flops = [compare(v, own_acc[v], ref, own_acc[ref], '{:.1f}', ' points', effect)
                    for v, ref in equal_flops_pairs(grid) if v in own_acc and ref in own_acc]

@@ -293,3 +293,24 @@ def test_accuracy_plot_has_a_panel_per_inference_knob_scored_at_two_values(tmp_p
     reporting.write_accuracy_plot(grid, rows(curves[:2]), str(tmp_path / 'one.png'))
     two, one = (matplotlib.image.imread(tmp_path / name).shape[0] for name in ('two.png', 'one.png'))
     assert two == 2 * one
+
+
+def test_accuracy_is_compared_only_between_variants_trained_on_the_same_loss(tmp_path):
+    """A pretraining stage (whole records) is listed with its accuracy but not set against the
+    finetuned (answers-only) baseline; another finetune is."""
+    import reporting
+    variants = {'PT': dict(mode='standard'), STD_FT: dict(mode='standard', answer_only=True),
+                PAUSE_FT: dict(mode='pause', num_pause_tokens=4, answer_only=True)}
+    write_grid(tmp_path / 'g.py', 'config/arithmetic/pretrain.py', tmp_path / 'g', variants, baseline=STD_FT)
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        grid = grids.load_grid(str(tmp_path / 'g.py'))
+    finally:
+        os.chdir(cwd)
+    own = {'PT': ('standard', 0), STD_FT: ('standard', 0), PAUSE_FT: ('pause', 4)}
+    rows = [dict(zip(ACCURACY_FIELDS, [name, seed, '', mode, 'num_pause_tokens', m, 0.1 * seed, 0, 100, 0.5, '', '', 1.0]))
+            for name, (mode, m) in own.items() for seed in (1, 2, 3)]
+    lines, facts = reporting.accuracy_section(grid, rows)
+    assert [c['name'] for c in facts['comparisons']] == [PAUSE_FT]
+    assert any(line.startswith('| PT | standard |') for line in lines)
