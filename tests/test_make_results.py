@@ -75,6 +75,16 @@ def write_summary(grid_path, losses, clean=()):
     return grid
 
 
+def load_grid_in_repo(path):
+    """grids.load_grid of a grid file whose base config is relative to the repo root."""
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        return grids.load_grid(str(path))
+    finally:
+        os.chdir(cwd)
+
+
 def make_results(*args):
     return subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'make_results.py'), *map(str, args)],
                           capture_output=True, text=True, env=ENV, timeout=120)
@@ -274,12 +284,7 @@ def test_accuracy_plot_has_a_panel_per_inference_knob_scored_at_two_values(tmp_p
     variants = {STD_FT: dict(mode='standard'), 'RefFT': dict(mode='reflection'),
                 'ReasFT': dict(mode='reasoning', num_reason_tokens=1)}
     write_grid(tmp_path / 'g.py', 'config/arithmetic/pretrain.py', tmp_path / 'g', variants)
-    cwd = os.getcwd()
-    try:
-        os.chdir(REPO)
-        grid = grids.load_grid(str(tmp_path / 'g.py'))
-    finally:
-        os.chdir(cwd)
+    grid = load_grid_in_repo(tmp_path / 'g.py')
 
     def rows(scored):
         return [dict(zip(ACCURACY_FIELDS, [name, seed, '', '', setting, value, 0.5 + 0.01 * seed, 0, 100, 0.5, '', '', 1.0]))
@@ -302,12 +307,7 @@ def test_accuracy_is_compared_only_between_variants_trained_on_the_same_loss(tmp
     variants = {'PT': dict(mode='standard'), STD_FT: dict(mode='standard', answer_only=True),
                 PAUSE_FT: dict(mode='pause', num_pause_tokens=4, answer_only=True)}
     write_grid(tmp_path / 'g.py', 'config/arithmetic/pretrain.py', tmp_path / 'g', variants, baseline=STD_FT)
-    cwd = os.getcwd()
-    try:
-        os.chdir(REPO)
-        grid = grids.load_grid(str(tmp_path / 'g.py'))
-    finally:
-        os.chdir(cwd)
+    grid = load_grid_in_repo(tmp_path / 'g.py')
     own = {'PT': ('standard', 0), STD_FT: ('standard', 0), PAUSE_FT: ('pause', 4)}
     rows = [dict(zip(ACCURACY_FIELDS, [name, seed, '', mode, 'num_pause_tokens', m, 0.1 * seed, 0, 100, 0.5, '', '', 1.0]))
             for name, (mode, m) in own.items() for seed in (1, 2, 3)]
