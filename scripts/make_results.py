@@ -115,6 +115,12 @@ def machine_section(sections):
                          if evals and 'seconds' in evals[0] else '')
             lines.append(f"- {grid['title']}: {len(times)} runs; {wall}training time (evals excluded) summed over "
                          f"runs {sum(times) / 60:.1f} min, longest run {max(times) / 60:.1f} min{evaluated}.")
+    budgets = [wall_times(grid['out_root']) for grid, facts in sections if facts]
+    budgets = [b for b in budgets if b]
+    if len(budgets) > 1:
+        machines = sorted({m for b in budgets for m in b['machines']})
+        lines.append(f"- All {len(budgets)} grids with a budget: {sum(b['wall_s'] for b in budgets) / 60:.1f} min of "
+                     f"`scripts/ablate.py` wall time on {' and '.join(machines)}.")
     return lines if lines[-1] == '' else lines + ['']
 
 

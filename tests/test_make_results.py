@@ -314,3 +314,21 @@ def test_accuracy_is_compared_only_between_variants_trained_on_the_same_loss(tmp
     lines, facts = reporting.accuracy_section(grid, rows)
     assert [c['name'] for c in facts['comparisons']] == [PAUSE_FT]
     assert any(line.startswith('| PT | standard |') for line in lines)
+
+
+def test_the_budgets_of_several_grids_are_summed(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('make_results', os.path.join(REPO, 'scripts', 'make_results.py'))
+    make_results_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_results_module)
+    sections = []
+    for name, seconds in (('a', 600.0), ('b', 300.0), ('c', None)):
+        out_root = tmp_path / name
+        out_root.mkdir()
+        if seconds:
+            grids.add_wall_time(str(out_root), seconds, 2, 'CPU A, 2 cores')
+        runs = {'v': [{'train_time_s': '60.0'}]}
+        sections.append(({'title': name, 'out_root': str(out_root)}, {'runs': runs}))
+    lines = make_results_module.machine_section(sections)
+    assert "- All 2 grids with a budget: 15.0 min of `scripts/ablate.py` wall time on CPU A, 2 cores." in lines
+    assert not any('grids with a budget' in line for line in make_results_module.machine_section(sections[:1]))
