@@ -41,8 +41,8 @@ for PauseFT, none for StdFT), and at 0, 1, 2, 4, 8 pauses (accuracy against infe
 the pause runs; standard runs then meet pauses they were never trained with). min_effect: the difference in accuracy points this grid is meant to
 resolve, stated before the runs.
 
-Expected time on 2 cores with --jobs=2: about 80 minutes for the 30 runs, then about 10 minutes for
-the eval; RESULTS.md states the measured budget. Reruns skip finished runs.
+Expected time on 2 cores with --jobs=2: 30 to 80 minutes for the 30 runs depending on the CPU, then
+a minute or two for the eval; RESULTS.md states the measured budget. Reruns skip finished runs.
 """
 
 import os
