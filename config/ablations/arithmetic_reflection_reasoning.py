@@ -3,7 +3,7 @@ Reflection and reasoning on the downstream benchmark (config/ablations/arithmeti
 pretraining and finetuning, 3 seeds): the modes whose thinking slots follow every token rather than
 the prompt, each pretrained and finetuned in its own mode, against the standard chain and against the
 standard chain given that chain's training FLOPs. A grid of its own so that it runs, and is reported,
-in one piece of about 40 minutes beside the pause grid's 80.
+in one piece (about 30 minutes on 2 cores with --jobs=2; RESULTS.md states the measured budget).
 
     python data/arithmetic/prepare.py --ops=+,* --add_digits=2 --mul_digits=2 --out_dir=data/arithmetic_mix2
     python scripts/ablate.py config/ablations/arithmetic_reflection_reasoning.py --jobs=2
