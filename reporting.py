@@ -296,9 +296,11 @@ def accuracy_section(grid, rows, runs=None):
         xs = sorted({x for v in variants for (s, x) in acc[v] if s == knob})
         if len(xs) < 2:
             continue
-        note = ["Columns: <pause> slots appended after the prompt when generating; trained: the pauses each run "
-                "was finetuned with (standard runs: 0).", ''] if knob == 'num_pause_tokens' else []
-        lines += [f"#### {title}", '', *note, *table(['variant', 'trained', *(f'{SHORT[knob]}={x}' for x in xs)], [
+        note = ["Columns: <pause> slots appended after the prompt when generating; own: the run's own setting, the "
+                "pauses it was finetuned with (standard runs: 0).", ''] if knob == 'num_pause_tokens' else [
+            f"Columns: the {SHORT[knob]} used when generating; own: the run's own setting (reasoning: the trained N; "
+            f"reflection: one after every token, whatever the training rate).", '']
+        lines += [f"#### {title}", '', *note, *table(['variant', 'own', *(f'{SHORT[knob]}={x}' for x in xs)], [
             [v, str(own[v][1]), *(percent(acc[v].get((knob, x), []), 'accuracy') for x in xs)] for v in variants]), '']
     missing = missing_runs(grid, by_variant(grid, rows))
     if missing:
@@ -486,7 +488,8 @@ def write_accuracy_plot(grid, rows, path):
             xs = sorted(by_value)
             ax.errorbar(xs, [statistics.mean(by_value[x]) for x in xs],
                         yerr=[statistics.stdev(by_value[x]) if len(by_value[x]) > 1 else 0 for x in xs],
-                        marker='o', capsize=3, label=f"{v} (trained {SHORT[knob]}={own[v][1]})")
+                        marker='o', capsize=3, label=f"{v} (own: {SHORT[knob]}={own[v][1]})")
+        ax.set_xticks(sorted({x for by_value in lines.values() for x in by_value}))  # slot counts are whole
         ax.set(xlabel=INFERENCE_AXES[knob], ylabel='exact-match accuracy (%)')
         ax.set_ylim(bottom=0)
         ax.set_title('mean ± std over seeds', fontsize=9)
