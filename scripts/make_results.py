@@ -104,10 +104,12 @@ def machine_section(sections):
              f"This file was generated on: {reporting.machine()}; {platform.platform()}, Python "
              f"{platform.python_version()}, {datetime.date.today()}. Each grid's runs: the machine and budget "
              f"below (budget.json, written by scripts/ablate.py).", '']
+    budgets = []
     for grid, facts in sections:
         if facts:
             times = [t for rows in facts['runs'].values() for t in values(rows, 'train_time_s')]
             budget, evals = wall_times(grid['out_root']), read_csv(os.path.join(grid['out_root'], 'accuracy.csv'))
+            budgets += [budget] if budget else []
             wall = (f"`scripts/ablate.py` wall time {budget['wall_s'] / 60:.1f} min with --jobs="
                     f"{'/'.join(map(str, budget['jobs']))} (over {budget['invocations']} invocation(s)) on "
                     f"{' and '.join(budget['machines'])}; " if budget else "no budget.json (wall time not recorded); ")
@@ -115,8 +117,6 @@ def machine_section(sections):
                          if evals and 'seconds' in evals[0] else '')
             lines.append(f"- {grid['title']}: {len(times)} runs; {wall}training time (evals excluded) summed over "
                          f"runs {sum(times) / 60:.1f} min, longest run {max(times) / 60:.1f} min{evaluated}.")
-    budgets = [wall_times(grid['out_root']) for grid, facts in sections if facts]
-    budgets = [b for b in budgets if b]
     if len(budgets) > 1:
         machines = sorted({m for b in budgets for m in b['machines']})
         lines.append(f"- All {len(budgets)} grids with a budget: {sum(b['wall_s'] for b in budgets) / 60:.1f} min of "
